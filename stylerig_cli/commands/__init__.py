@@ -1,0 +1,1 @@
+"""One module per ``stylerig`` command; each registers itself on :data:`stylerig_cli.app.app`."""

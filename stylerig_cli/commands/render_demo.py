@@ -1,0 +1,1 @@
+"""``stylerig render-demo``."""
