@@ -44,7 +44,7 @@ def check_tensor(
         if x.ndim != len(shape):
             raise InputError(f"{name} must have shape {want}, got {list(x.shape)}")
         bound = {} if sizes is None else sizes
-        for dim, (got, spec) in enumerate(zip(x.shape, shape)):
+        for dim, (got, spec) in enumerate(zip(x.shape, shape, strict=True)):
             if spec is None:
                 continue
             if isinstance(spec, str):

@@ -111,10 +111,7 @@ def concat(**groups: torch.Tensor) -> torch.Tensor:
         _check_group(g)
     ref = next(iter(groups.values()))
     lead = ref.shape[:-1]
-    parts = [
-        groups[g] if g in groups else ref.new_zeros(*lead, SIZES[g])
-        for g in GROUPS
-    ]
+    parts = [groups[g] if g in groups else ref.new_zeros(*lead, SIZES[g]) for g in GROUPS]
     return torch.cat(parts, dim=-1)
 
 
@@ -140,6 +137,8 @@ def mode_index(mode: str) -> torch.Tensor:
     return torch.cat(idx)
 
 
-def zeros(batch: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+def zeros(
+    batch: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """The mean face, frontal, default light: p = 0, shape [batch, 257]."""
     return torch.zeros(batch, NUM_PARAMS, dtype=dtype, device=device)

@@ -93,7 +93,9 @@ class MorphableModel(nn.Module):
             raise InputError("triangles and landmarks must be integer vertex indices")
         for nm, idx in (("triangles", triangles), ("landmarks", landmarks)):
             if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= nv):
-                raise InputError(f"{nm} index out of range [0, {nv}): min {int(idx.min())}, max {int(idx.max())}")
+                raise InputError(
+                    f"{nm} index out of range [0, {nv}): min {int(idx.min())}, max {int(idx.max())}"
+                )
         for nm, t in (("mean_shape", mean_shape), ("mean_albedo", mean_albedo)):
             check_tensor(t, nm, finite=True)
 
@@ -220,7 +222,16 @@ class MorphableModel(nn.Module):
         cls, tensors: Mapping[str, torch.Tensor], cfg: Mapping[str, object], *, source: str = ""
     ) -> MorphableModel:
         """Build from a state dict (as written by :meth:`save`) and its config."""
-        need = ["mean_shape", "id_basis", "exp_basis", "mean_albedo", "alb_basis", "triangles", "landmarks", "skin_mask"]
+        need = [
+            "mean_shape",
+            "id_basis",
+            "exp_basis",
+            "mean_albedo",
+            "alb_basis",
+            "triangles",
+            "landmarks",
+            "skin_mask",
+        ]
         missing = [k for k in need if k not in tensors]
         if missing:
             raise AssetError(f"face model {source or ''} lacks tensors: {', '.join(missing)}")
