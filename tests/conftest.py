@@ -42,3 +42,60 @@ def device(request: pytest.FixtureRequest) -> torch.device:
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)
+
+
+def make_tiny_face(n_lat: int = 12, n_lon: int = 16, seed: int = 0):
+    """A small closed UV-sphere 'face' (radius 0.8 dm, nose bump at +z) as a MorphableModel, for tests."""
+    import math
+
+    from stylerig.face import MorphableModel
+
+    g = torch.Generator().manual_seed(seed)
+    verts = [[0.0, 0.8, 0.0]]
+    for i in range(1, n_lat):
+        th = math.pi * i / n_lat
+        for j in range(n_lon):
+            ph = 2 * math.pi * j / n_lon
+            verts.append(
+                [0.8 * math.sin(th) * math.sin(ph), 0.8 * math.cos(th), 0.8 * math.sin(th) * math.cos(ph)]
+            )
+    verts.append([0.0, -0.8, 0.0])
+    v = torch.tensor(verts)
+    v[:, 2] += 0.3 * torch.exp(-((v[:, 0] ** 2 + v[:, 1] ** 2) / 0.05)) * (v[:, 2] > 0)  # nose
+    nv = v.shape[0]
+    tris = []
+    for j in range(n_lon):  # top cap
+        tris.append([0, 1 + (j + 1) % n_lon, 1 + j])
+    for i in range(n_lat - 2):
+        for j in range(n_lon):
+            a = 1 + i * n_lon + j
+            b = 1 + i * n_lon + (j + 1) % n_lon
+            c = a + n_lon
+            d = b + n_lon
+            tris += [[a, b, d], [a, d, c]]
+    last = nv - 1
+    base = 1 + (n_lat - 2) * n_lon
+    for j in range(n_lon):
+        tris.append([last, base + j, base + (j + 1) % n_lon])
+    tri = torch.tensor(tris)
+    # Make the winding outward (CCW seen from outside).
+    a, b, c = v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]]
+    flip = (torch.linalg.cross(b - a, c - a) * (a + b + c)).sum(-1) < 0
+    tri[flip] = tri[flip][:, [0, 2, 1]]
+    return MorphableModel(
+        mean_shape=v,
+        id_basis=0.01 * torch.randn(3 * nv, 10, generator=g),
+        exp_basis=0.01 * torch.randn(3 * nv, 8, generator=g),
+        mean_albedo=torch.full((nv, 3), 0.6),
+        alb_basis=0.02 * torch.randn(3 * nv, 5, generator=g),
+        triangles=tri,
+        landmarks=torch.arange(68) % nv,
+        skin_mask=v[:, 2] > 0,
+        name="tiny-test-sphere",
+        licence="test",
+    )
+
+
+@pytest.fixture
+def tiny_face():
+    return make_tiny_face()

@@ -171,8 +171,9 @@ def interpolate_fragments(attr: torch.Tensor, frags: Fragments, tri: torch.Tenso
     if attr.shape[0] != 1:
         vi = vi + (frags.batch * V)[:, None]  # rows of attr viewed as [B * V, C]
     a = attr.reshape(-1, C).index_select(0, vi.view(-1)).view(-1, 3, C)  # [N, 3, C]; fast row gathers
+    a0, a1, a2 = a.unbind(1)
     u, v = frags.u[:, None], frags.v[:, None]
-    vals = a[:, 2] + u * (a[:, 0] - a[:, 2]) + v * (a[:, 1] - a[:, 2])
+    vals = a2 + u * (a0 - a2) + v * (a1 - a2)
     out = vals.new_zeros(B * H * W, C).index_put((frags.pixel,), vals)
     return out.view(B, H, W, -1)
 

@@ -83,15 +83,21 @@ def _zbuffer(pos: torch.Tensor, tri64: torch.Tensor, H: int, W: int) -> torch.Te
     hw = H * W
     device = pos.device
     keys = torch.full((B * hw,), _INT64_MAX, dtype=torch.int64, device=device)
-    # Screen space, component-major and batch-innermost ([4, V, B]) so the per-corner gathers below are
-    # row copies (much faster on CPU than gathering along dim 1 of [B, V, 4]).
-    p = pos.detach().float().permute(2, 1, 0)  # [4, V, B] view
-    inv_w = 1.0 / p[3]
+    # Screen space, vertex-major ([V, B, 4]) so the per-corner gather below copies whole rows (on CPU,
+    # several times faster than gathering along dim 1 of [B, V, 4]).
+    p = pos.detach().float().transpose(0, 1)  # [V, B, 4] view
+    inv_w = 1.0 / p[..., 3]
     scr = torch.stack(
-        [(p[0] * inv_w + 1.0) * (0.5 * W), (p[1] * inv_w + 1.0) * (0.5 * H), p[2] * inv_w, p[3]]
+        [
+            (p[..., 0] * inv_w + 1.0) * (0.5 * W),
+            (p[..., 1] * inv_w + 1.0) * (0.5 * H),
+            p[..., 2] * inv_w,
+            p[..., 3],
+        ],
+        dim=-1,
     )
-    G = scr.index_select(1, tri64.reshape(-1)).view(4, F, 3, B)
-    X, Y, Z = G[0], G[1], G[2]  # [F, 3, B]; triangle (f, b) is flattened as f * B + b below
+    G = scr.index_select(0, tri64.reshape(-1)).view(F, 3, B, 4)
+    X, Y, Z = G[..., 0], G[..., 1], G[..., 2]  # [F, 3, B]; triangle (f, b) is flattened as f * B + b below
     xmin, xmax = X.aminmax(dim=1)
     ymin, ymax = Y.aminmax(dim=1)
     x0 = torch.ceil(xmin - 0.5).clamp_(min=0)
@@ -102,7 +108,7 @@ def _zbuffer(pos: torch.Tensor, tri64: torch.Tensor, H: int, W: int) -> torch.Te
     Y0, Y1, Y2 = Y.unbind(1)
     Z0, Z1, Z2 = Z.unbind(1)
     area = _edge(X0, Y0, X1, Y1, X2, Y2)
-    ok = (G[3] > 0).all(1) & (area != 0) & (bw > 0) & (bh > 0) & torch.isfinite(area)
+    ok = (G[..., 3] > 0).all(1) & (area != 0) & (bw > 0) & (bh > 0) & torch.isfinite(area)
 
     # Affine planes over the box, relative to its first pixel centre (x0 + 0.5, y0 + 0.5): value, d/dx, d/dy
     # of b0, b1 and z/w.
@@ -188,14 +194,17 @@ def rasterize_fragments(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[
     # Differentiable, perspective-correct barycentrics of the winning triangle at each pixel centre.
     V = pos.shape[1]
     vid = ((pixel // (H * W)) * V)[:, None] + tri64[tri_id]  # [N, 3] rows of pos viewed as [B * V, 4]
-    P = pos.reshape(-1, 4).index_select(0, vid.view(-1)).view(-1, 3, 4)  # with autograd
-    inv_w = 1.0 / P[..., 3]
-    sx = (P[..., 0] * inv_w + 1.0) * (0.5 * W)
-    sy = (P[..., 1] * inv_w + 1.0) * (0.5 * H)
-    a = _edge(sx[:, 0], sy[:, 0], sx[:, 1], sy[:, 1], sx[:, 2], sy[:, 2])
-    q0 = _edge(sx[:, 1], sy[:, 1], sx[:, 2], sy[:, 2], cx, cy) / a * inv_w[:, 0]
-    q1 = _edge(sx[:, 2], sy[:, 2], sx[:, 0], sy[:, 0], cx, cy) / a * inv_w[:, 1]
-    q2 = _edge(sx[:, 0], sy[:, 0], sx[:, 1], sy[:, 1], cx, cy) / a * inv_w[:, 2]
+    P = pos.reshape(-1, 4).index_select(0, vid.view(-1)).view(-1, 3, 4)  # [N, 3, 4], with autograd
+    # unbind (not indexing) keeps the backward to one stack per split instead of a zero-fill per select.
+    px, py, _, pw = P.permute(2, 1, 0).unbind(0)  # [3, N] each
+    inv_w = 1.0 / pw
+    sx0, sx1, sx2 = ((px * inv_w + 1.0) * (0.5 * W)).unbind(0)
+    sy0, sy1, sy2 = ((py * inv_w + 1.0) * (0.5 * H)).unbind(0)
+    iw0, iw1, iw2 = inv_w.unbind(0)
+    a = _edge(sx0, sy0, sx1, sy1, sx2, sy2)
+    q0 = _edge(sx1, sy1, sx2, sy2, cx, cy) / a * iw0
+    q1 = _edge(sx2, sy2, sx0, sy0, cx, cy) / a * iw1
+    q2 = _edge(sx0, sy0, sx1, sy1, cx, cy) / a * iw2
     s = q0 + q1 + q2
     return Fragments(pixel=pixel, tri_id=tri_id, u=q0 / s, v=q1 / s, zw=zw, shape=(B, H, W))
 
