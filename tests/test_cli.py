@@ -1,0 +1,90 @@
+"""The command line: help, version, doctor, render-demo, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stylerig_cli.app import main
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as ex:
+        main(argv)
+        raise SystemExit(0)
+    cap = capsys.readouterr()
+    return ex.value.code or 0, cap.out, cap.err
+
+
+def test_version_and_help(capsys):
+    code, out, _ = run(["--version"], capsys)
+    assert code == 0 and "stylerig" in out
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0 and "render-demo" in out and "doctor" in out
+
+
+def test_doctor_lists_every_area(capsys):
+    code, out, _ = run(["doctor"], capsys)
+    assert code == 0
+    for area in ("compute", "renderer", "landmarks", "face models", "generators"):
+        assert area in out
+    assert "nvdiffrast" in out and "fix:" in out
+
+
+def test_render_demo_writes_grid_and_record(tmp_path, tiny_face, capsys):
+    fm_path = tmp_path / "tiny.safetensors"
+    tiny_face.save(fm_path)
+    out = tmp_path / "demo"
+    code, stdout, err = run(
+        [
+            "render-demo",
+            "--face-model",
+            str(fm_path),
+            "--out",
+            str(out),
+            "--resolution",
+            "32",
+            "--columns",
+            "3",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    import imageio.v3 as iio
+
+    grid = iio.imread(out / "sweep.png")
+    assert grid.ndim == 3 and grid.shape[2] == 3 and grid.dtype == np.uint8
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["command"] == "render-demo"
+    assert run_json["assets"]["face_model"]["name"] == "tiny-test-sphere"
+    assert (out / "mean.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["render-demo", "--face-model", "/nonexistent/model.mat"], "not found"),
+        (["render-demo", "--device", "cuda:7"], "CUDA"),
+        (["render-demo", "--resolution", "3"], "resolution"),
+        (["no-such-command"], "No such command"),
+    ],
+)
+def test_user_errors_exit_2_without_traceback(argv, needle, capsys, tmp_path):
+    import torch
+
+    if "cuda" in " ".join(argv) and torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    code, out, err = run([*argv, "--out", str(tmp_path)] if argv[0] == "render-demo" else argv, capsys)
+    assert code == 2
+    assert needle in err + out
+    assert "Traceback" not in err + out
+
+
+def test_corrupt_face_model_file(tmp_path, capsys):
+    bad = tmp_path / "BFM_model_front.mat"
+    bad.write_bytes(b"MATLAB 5.0 MAT-file" + b"\0" * 50)
+    code, _, err = run(["render-demo", "--face-model", str(bad), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "error:" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "sweep.png").exists()
