@@ -49,7 +49,7 @@ def _root(
 
 def _register() -> None:
     # One import per command module; each module decorates its function with @app.command().
-    from stylerig_cli.commands import doctor, render_demo  # noqa: F401
+    from stylerig_cli.commands import convert, doctor, render_demo  # noqa: F401
 
 
 def report_error(e: StylerigError) -> None:
@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         err_console.print("[yellow]aborted[/]")
         sys.exit(1)
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:
+        # Usage errors (bad option values, unknown commands) from typer's click layer: print them the
+        # click way and exit 2. Duck-typed, because typer may vendor its own click.
+        if callable(getattr(e, "show", None)) and hasattr(e, "exit_code") and not debug:
             e.show()
-            sys.exit(2)
+            sys.exit(int(e.exit_code))
         raise
