@@ -1,9 +1,12 @@
 """Renderer benchmark: a BFM-sized face stand-in at 224x224, batch 8, 2 CPU threads. Prints JSON.
 
 Measures (median over repeats, per image):
-* ``raster_interp_fwd_ms``: rasterize + interpolate (3 channels), forward only;
+* ``raster_interp_fwd_ms``: rasterize + interpolate (3 channels), forward only, on the renderer's path
+  (``rasterize_to_fragments`` + ``interpolate_fragments``, what ``FaceRenderer`` runs);
 * ``full_fwd_bwd_ms``: vertex normals + SH shading + rasterize + interpolate + L2 loss, forward and
-  backward to vertex positions, albedo and light;
+  backward to vertex positions, albedo and light, on the same path;
+* ``api_*``: the same through the nvdiffrast-shaped ``rasterize`` / ``interpolate`` (a dense ``rast``
+  tensor in between);
 * ``naive_dense_fwd_ms``: a naive dense rasterizer (every pixel against every triangle, in chunks) of
   the same mesh, one image, forward only -- the design the fast path replaces;
 * ``peak_rss_mb``: the process's peak resident memory (includes torch itself).
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 
 from stylerig.render import camera as cam
-from stylerig.render.ops import interpolate, rasterize
+from stylerig.render.ops import interpolate, interpolate_fragments, rasterize, rasterize_to_fragments
 from stylerig.render.shading import sh_shade, vertex_normals
 
 NUM_V, NUM_F = 35709, 70789
@@ -117,20 +120,32 @@ def main() -> None:
     light = torch.zeros(B, 27)
     target = torch.rand(B, R, R, 3)
 
-    def fwd():
+    def fwd_api():
+        # The nvdiffrast-shaped public API: dense rast tensor in between.
         with torch.no_grad():
             rast = rasterize(pos, tri32, (R, R), backend="torch")
             return interpolate(albedo, rast, tri, backend="torch")[0]
+
+    def fwd():
+        # The renderer's path (FaceRenderer): sparse fragments in between.
+        with torch.no_grad():
+            frags = rasterize_to_fragments(pos, tri32, (R, R), backend="torch")
+            return interpolate_fragments(albedo, frags, tri)
 
     world_g = world.clone().requires_grad_(True)
     albedo_g = albedo.clone().requires_grad_(True)
     light_g = light.clone().requires_grad_(True)
 
-    def fwd_bwd():
+    def fwd_bwd(api: bool = False):
         n = vertex_normals(world_g, tri)
         col = sh_shade(albedo_g, n, light_g)
-        rast = rasterize(cam.project(world_g), tri32, (R, R), backend="torch")
-        img, _ = interpolate(col, rast, tri, backend="torch")
+        clip = cam.project(world_g)
+        if api:
+            img, _ = interpolate(col, rasterize(clip, tri32, (R, R), backend="torch"), tri, backend="torch")
+        else:
+            img = interpolate_fragments(
+                col, rasterize_to_fragments(clip, tri32, (R, R), backend="torch"), tri
+            )
         loss = ((img - target) ** 2).mean()
         loss.backward()
 
@@ -138,6 +153,8 @@ def main() -> None:
     coverage = float((rasterize(pos, tri32, (R, R))[..., 3] > 0).float().mean())
     t_fwd = _time(fwd, args.repeats) / B
     t_full = _time(fwd_bwd, args.repeats) / B
+    t_fwd_api = _time(fwd_api, args.repeats) / B
+    t_full_api = _time(lambda: fwd_bwd(api=True), args.repeats) / B
     result = {
         "benchmark": "render",
         "mesh": {"vertices": int(verts.shape[0]), "triangles": int(tri.shape[0])},
@@ -147,6 +164,8 @@ def main() -> None:
         "coverage": round(coverage, 3),
         "raster_interp_fwd_ms": round(t_fwd * 1e3, 2),
         "full_fwd_bwd_ms": round(t_full * 1e3, 2),
+        "api_raster_interp_fwd_ms": round(t_fwd_api * 1e3, 2),
+        "api_full_fwd_bwd_ms": round(t_full_api * 1e3, 2),
         "targets_ms": {"raster_interp_fwd": 8.0, "full_fwd_bwd": 10.0, "llvmpipe_reference_fwd": 11.0},
     }
     if not args.skip_naive:

@@ -155,13 +155,19 @@ def rasterize_to_fragments(
     return rast_to_fragments(rasterize(pos, tri, resolution, backend=backend))  # pragma: no cover
 
 
-def interpolate_fragments(attr: torch.Tensor, frags: Fragments, tri: torch.Tensor) -> torch.Tensor:
-    """Interpolate per-vertex attributes at the fragments -> dense float [B, H, W, C] (0 where empty).
+def interpolate_fragments(
+    attr: torch.Tensor, frags: Fragments, tri: torch.Tensor, *, channels_first: bool = False
+) -> torch.Tensor:
+    """Interpolate per-vertex attributes at the fragments (0 where no fragment).
 
     Args:
         attr: float [V, C] or [B, V, C] (B may be 1).
         frags: from :func:`rasterize_to_fragments`.
         tri: the triangles that were rasterized.
+        channels_first: return [B, C, H, W] instead of [B, H, W, C].
+
+    Returns:
+        float [B, H, W, C] (or [B, C, H, W]); a permuted view of a [C, B, H, W] buffer.
     """
     if attr.ndim == 2:
         attr = attr[None]
@@ -169,13 +175,14 @@ def interpolate_fragments(attr: torch.Tensor, frags: Fragments, tri: torch.Tenso
     V, C = attr.shape[1], attr.shape[2]
     vi = tri.long()[frags.tri_id]  # [N, 3]
     if attr.shape[0] != 1:
-        vi = vi + (frags.batch * V)[:, None]  # rows of attr viewed as [B * V, C]
-    a = attr.reshape(-1, C).index_select(0, vi.view(-1)).view(-1, 3, C)  # [N, 3, C]; fast row gathers
-    a0, a1, a2 = a.unbind(1)
-    u, v = frags.u[:, None], frags.v[:, None]
-    vals = a2 + u * (a0 - a2) + v * (a1 - a2)
-    out = vals.new_zeros(B * H * W, C).index_put((frags.pixel,), vals)
-    return out.view(B, H, W, -1)
+        vi = vi + (frags.batch * V)[:, None]
+    # Component-major gather ([C, B*V] along dim 1, corners first): fast forward and backward on CPU.
+    a = attr.permute(2, 0, 1).reshape(C, -1).index_select(1, vi.T.reshape(-1)).view(C, 3, -1)
+    a0, a1, a2 = a.unbind(1)  # [C, N] each
+    vals = a2 + frags.u * (a0 - a2) + frags.v * (a1 - a2)
+    out = vals.new_zeros(C, B * H * W).index_copy(1, frags.pixel, vals)
+    out = out.view(C, B, H, W)
+    return out.permute(1, 0, 2, 3) if channels_first else out.permute(1, 2, 3, 0)
 
 
 def interpolate(

@@ -83,32 +83,41 @@ def _zbuffer(pos: torch.Tensor, tri64: torch.Tensor, H: int, W: int) -> torch.Te
     hw = H * W
     device = pos.device
     keys = torch.full((B * hw,), _INT64_MAX, dtype=torch.int64, device=device)
-    # Screen space, vertex-major ([V, B, 4]) so the per-corner gather below copies whole rows (on CPU,
-    # several times faster than gathering along dim 1 of [B, V, 4]).
-    p = pos.detach().float().transpose(0, 1)  # [V, B, 4] view
-    inv_w = 1.0 / p[..., 3]
+    # Screen space laid out [4, V, B] and gathered corner-major, so that every per-triangle array below is a
+    # contiguous [F, B] block (batch innermost) and the elementwise setup vectorises; on CPU this layout
+    # matters several-fold.
+    p = pos.detach().float().permute(2, 1, 0)  # [4, V, B] view
+    inv_w = 1.0 / p[3]
     scr = torch.stack(
-        [
-            (p[..., 0] * inv_w + 1.0) * (0.5 * W),
-            (p[..., 1] * inv_w + 1.0) * (0.5 * H),
-            p[..., 2] * inv_w,
-            p[..., 3],
-        ],
-        dim=-1,
+        [(p[0] * inv_w + 1.0) * (0.5 * W), (p[1] * inv_w + 1.0) * (0.5 * H), p[2] * inv_w, p[3]]
     )
-    G = scr.index_select(0, tri64.reshape(-1)).view(F, 3, B, 4)
-    X, Y, Z = G[..., 0], G[..., 1], G[..., 2]  # [F, 3, B]; triangle (f, b) is flattened as f * B + b below
-    xmin, xmax = X.aminmax(dim=1)
-    ymin, ymax = Y.aminmax(dim=1)
+    G = scr.index_select(1, tri64.T.reshape(-1)).view(4, 3, F, B)
+    X, Y, Z = G[0], G[1], G[2]  # [3, F, B]; triangle (f, b) is flattened as f * B + b below
+    xmin, xmax = (
+        torch.minimum(torch.minimum(X[0], X[1]), X[2]),
+        torch.maximum(torch.maximum(X[0], X[1]), X[2]),
+    )
+    ymin, ymax = (
+        torch.minimum(torch.minimum(Y[0], Y[1]), Y[2]),
+        torch.maximum(torch.maximum(Y[0], Y[1]), Y[2]),
+    )
     x0 = torch.ceil(xmin - 0.5).clamp_(min=0)
     y0 = torch.ceil(ymin - 0.5).clamp_(min=0)
     bw = torch.floor(xmax - 0.5).clamp_(max=W - 1) - x0 + 1
     bh = torch.floor(ymax - 0.5).clamp_(max=H - 1) - y0 + 1
-    X0, X1, X2 = X.unbind(1)
-    Y0, Y1, Y2 = Y.unbind(1)
-    Z0, Z1, Z2 = Z.unbind(1)
+    X0, X1, X2 = X.unbind(0)
+    Y0, Y1, Y2 = Y.unbind(0)
+    Z0, Z1, Z2 = Z.unbind(0)
     area = _edge(X0, Y0, X1, Y1, X2, Y2)
-    ok = (G[..., 3] > 0).all(1) & (area != 0) & (bw > 0) & (bh > 0) & torch.isfinite(area)
+    ok = (
+        (G[3, 0] > 0)
+        & (G[3, 1] > 0)
+        & (G[3, 2] > 0)
+        & (area != 0)
+        & (bw > 0)
+        & (bh > 0)
+        & torch.isfinite(area)
+    )
 
     # Affine planes over the box, relative to its first pixel centre (x0 + 0.5, y0 + 0.5): value, d/dx, d/dy
     # of b0, b1 and z/w.
@@ -119,9 +128,21 @@ def _zbuffer(pos: torch.Tensor, tri64: torch.Tensor, H: int, W: int) -> torch.Te
     e0x, e0y = (Y1 - Y2) * inv, (X2 - X1) * inv
     e1x, e1y = (Y2 - Y0) * inv, (X0 - X2) * inv
     dz0, dz1 = Z0 - Z2, Z1 - Z2
-    planes = torch.stack(
-        [e0, e0x, e0y, e1, e1x, e1y, Z2 + e0 * dz0 + e1 * dz1, e0x * dz0 + e1x * dz1, e0y * dz0 + e1y * dz1]
-    ).view(9, -1)  # [9, F * B]
+    # Nine [F * B] planes, kept apart (stacking them would copy 9 x F x B floats for nothing).
+    planes = [
+        t.reshape(-1)
+        for t in (
+            e0,
+            e0x,
+            e0y,
+            e1,
+            e1x,
+            e1y,
+            Z2 + e0 * dz0 + e1 * dz1,
+            e0x * dz0 + e1x * dz1,
+            e0y * dz0 + e1y * dz1,
+        )
+    ]
     flat = torch.arange(F * B, device=device)
     base = (flat % B) * hw + y0.view(-1).long() * W + x0.view(-1).long()  # first pixel of each box
     tri_index = flat // B
@@ -142,7 +163,7 @@ def _zbuffer(pos: torch.Tensor, tri64: torch.Tensor, H: int, W: int) -> torch.Te
         t = cls.nonzero().squeeze(1)
         if not t.numel():
             continue
-        pl = planes.index_select(1, t)[:, None, :]  # [9, 1, T]
+        pl = [q.index_select(0, t) for q in planes]  # 9 x [T], broadcast against [g*g, 1] offsets
         oy, ox = torch.meshgrid(torch.arange(g, device=device), torch.arange(g, device=device), indexing="ij")
         ox, oy = ox.reshape(-1, 1), oy.reshape(-1, 1)  # [g*g, 1]
         inside, d = test(pl, ox.float(), oy.float())
@@ -165,7 +186,7 @@ def _zbuffer(pos: torch.Tensor, tri64: torch.Tensor, H: int, W: int) -> torch.Te
             local = k - start[seg]
             wid = bw[tid]
             ox, oy = local % wid, local // wid
-            inside, d = test(planes.index_select(1, tid), ox.float(), oy.float())
+            inside, d = test([q.index_select(0, tid) for q in planes], ox.float(), oy.float())
             _scatter(keys, inside, d, tri_index[tid], base[tid] + oy * W + ox)
     return keys
 
@@ -187,26 +208,27 @@ def rasterize_fragments(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[
         k = keys[pixel]
         tri_id = k & 0xFFFFFFFF
         rem = pixel % (H * W)
-        cy = (rem // W).to(pos.dtype) + 0.5
-        cx = (rem % W).to(pos.dtype) + 0.5
+        # Pixel centres in NDC.
+        nx = ((rem % W).to(pos.dtype) + 0.5) * (2.0 / W) - 1.0
+        ny = ((rem // W).to(pos.dtype) + 0.5) * (2.0 / H) - 1.0
         zw = (k >> 32).to(torch.int32).view(torch.float32).to(pos.dtype) * 2.0 - 1.0
 
-    # Differentiable, perspective-correct barycentrics of the winning triangle at each pixel centre.
+    # Differentiable, perspective-correct barycentrics of the winning triangle at each pixel centre, in
+    # homogeneous form (no division by w): with r_i = (x_i - nx w_i, y_i - ny w_i), the barycentric of
+    # vertex i is proportional to cross(r_{i+1}, r_{i+2}). Gathering (x, y, w) component-major
+    # ([3, B*V] along dim 1, corners first) keeps this gather and its backward scatter fast on CPU.
     V = pos.shape[1]
-    vid = ((pixel // (H * W)) * V)[:, None] + tri64[tri_id]  # [N, 3] rows of pos viewed as [B * V, 4]
-    P = pos.reshape(-1, 4).index_select(0, vid.view(-1)).view(-1, 3, 4)  # [N, 3, 4], with autograd
-    # unbind (not indexing) keeps the backward to one stack per split instead of a zero-fill per select.
-    px, py, _, pw = P.permute(2, 1, 0).unbind(0)  # [3, N] each
-    inv_w = 1.0 / pw
-    sx0, sx1, sx2 = ((px * inv_w + 1.0) * (0.5 * W)).unbind(0)
-    sy0, sy1, sy2 = ((py * inv_w + 1.0) * (0.5 * H)).unbind(0)
-    iw0, iw1, iw2 = inv_w.unbind(0)
-    a = _edge(sx0, sy0, sx1, sy1, sx2, sy2)
-    q0 = _edge(sx1, sy1, sx2, sy2, cx, cy) / a * iw0
-    q1 = _edge(sx2, sy2, sx0, sy0, cx, cy) / a * iw1
-    q2 = _edge(sx0, sy0, sx1, sy1, cx, cy) / a * iw2
-    s = q0 + q1 + q2
-    return Fragments(pixel=pixel, tri_id=tri_id, u=q0 / s, v=q1 / s, zw=zw, shape=(B, H, W))
+    vid = (tri64[tri_id] + ((pixel // (H * W)) * V)[:, None]).T.reshape(-1)  # [3N], corner-major
+    xyw = pos[..., (0, 1, 3)].permute(2, 0, 1).reshape(3, -1)  # [3, B*V], with autograd
+    px, py, pw = xyw.index_select(1, vid).view(3, 3, -1).unbind(0)  # [corner, N] each
+    rx = px - nx * pw
+    ry = py - ny * pw
+    rx0, rx1, rx2 = rx.unbind(0)
+    ry0, ry1, ry2 = ry.unbind(0)
+    c0 = rx1 * ry2 - ry1 * rx2
+    c1 = rx2 * ry0 - ry2 * rx0
+    s = c0 + c1 + (rx0 * ry1 - ry0 * rx1)
+    return Fragments(pixel=pixel, tri_id=tri_id, u=c0 / s, v=c1 / s, zw=zw, shape=(B, H, W))
 
 
 def fragments_to_rast(frags: Fragments) -> torch.Tensor:
