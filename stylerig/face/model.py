@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -60,6 +60,8 @@ class MorphableModel(nn.Module):
         name: short human name ("procedural", "bfm2009", ...).
         licence: the licence of the data the model was built from (shown by ``stylerig doctor``).
         source: where it was loaded from (a path, or "built-in").
+        component_names: optional names of the components per group (``{"expression": ["jaw_open",
+            ...]}``), shown in grids and reports; missing names read "expression 12".
 
     Buffers are stored in float32 (bases), int64 (indices) and bool (mask) and move with ``.to()``.
     """
@@ -78,6 +80,7 @@ class MorphableModel(nn.Module):
         name: str = "face-model",
         licence: str = "unknown",
         source: str = "",
+        component_names: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
         sizes: dict[str, int] = {}
@@ -117,6 +120,8 @@ class MorphableModel(nn.Module):
         self.name = name
         self.licence = licence
         self.source = source
+        #: Optional component names per group (see the constructor).
+        self.component_names: dict[str, list[str]] = {g: list(v) for g, v in (component_names or {}).items()}
 
     # ------------------------------------------------------------------------------------------------
     @property
@@ -177,6 +182,7 @@ class MorphableModel(nn.Module):
             "licence": self.licence,
             "source": self.source,
             "num_components": self.num_components,
+            "component_names": self.component_names,
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -250,4 +256,5 @@ class MorphableModel(nn.Module):
             name=str(cfg.get("name", "face-model")),
             licence=str(cfg.get("licence", "unknown")),
             source=source,
+            component_names=dict(cfg.get("component_names") or {}),  # type: ignore[arg-type]
         )

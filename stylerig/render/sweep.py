@@ -15,7 +15,7 @@ from stylerig.render.camera import Camera
 from stylerig.render.face_renderer import FaceRenderer
 from stylerig.render.shading import sh_basis
 
-__all__ = ["SweepRow", "default_sweep", "render_sweep", "run_render_demo"]
+__all__ = ["SweepRow", "default_sweep", "key_light", "render_sweep", "run_render_demo"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,12 @@ def _light(direction: torch.Tensor, strength: float = 0.5) -> torch.Tensor:
     return one.repeat(3)
 
 
+def key_light(batch: int = 1) -> torch.Tensor:
+    """Illumination [batch, 27]: p's ambient default plus one white key light from the upper right front."""
+    key = torch.tensor([0.35, 0.45, 1.0])
+    return _light(key / key.norm()).expand(batch, -1).clone()
+
+
 def default_sweep(face_model: MorphableModel, columns: int = 7) -> list[SweepRow]:
     """Rows: yaw, pitch, roll, the named expressions, main identity and reflectance directions, light.
 
@@ -46,8 +52,7 @@ def default_sweep(face_model: MorphableModel, columns: int = 7) -> list[SweepRow
     sig = torch.linspace(-3, 3, columns)
 
     # A key light from the upper right front, so shape reads (p's default light is ambient only).
-    key = torch.tensor([0.35, 0.45, 1.0])
-    base = params.replace(params.zeros(columns), "illumination", _light(key / key.norm()).expand(columns, -1))
+    base = params.replace(params.zeros(columns), "illumination", key_light(columns))
 
     def row(label, group, index, values, captions, scale=1.0):
         p = base.clone()
@@ -114,9 +119,8 @@ def run_render_demo(
     grid = render_sweep(renderer, rows)
     sweep = save_png(out / "sweep.png", grid)
     with torch.no_grad():
-        big = FaceRenderer(fm, 2 * resolution, Camera(), backend=backend)(
-            params.zeros(1, device=fm.mean_shape.device)
-        )  # type: ignore[arg-type]
+        p0 = params.replace(params.zeros(1), "illumination", key_light(1)).to(fm.mean_shape.device)
+        big = FaceRenderer(fm, 2 * resolution, Camera(), backend=backend)(p0)  # type: ignore[arg-type]
     mean = save_png(out / "mean.png", to_uint8(big.image)[0])
     write_run_json(
         out,
