@@ -1,0 +1,769 @@
+"""Write a sample set (see :mod:`stylerig.data`): resumable, atomic, and split across torchrun ranks.
+
+:func:`write_sample_set` draws sample ``i`` (0-based) from seed ``seed + i``: its z is
+``numpy.random.RandomState(seed + i).randn(z_dim)`` (NVIDIA's ``generate.py``), and its style mixing
+(up to ``mix_max`` codes) is drawn from the same seed by :func:`stylerig.gan.latents.draw_mixing`. So a
+sample depends only on its seed and the settings, never on the batch, the rank or an interruption.
+
+How it writes ``out_dir``:
+
+1. ``.chunks/plan.json`` records the settings and the chunk size (= ``batch`` of the first run; a resumed
+   run keeps it). Chunk ``c`` holds samples ``c*chunk .. (c+1)*chunk - 1`` and is written to a temporary
+   name and renamed to ``.chunks/chunk-{c:06d}.npz``, so a chunk file is either complete or absent.
+2. An interrupted run (Ctrl-C, a killed job) is continued by running the same command again: finished
+   chunks are kept, the rest are drawn, and the result is byte-for-byte the set an uninterrupted run
+   writes (same device and chunk size).
+3. When every chunk exists, the final ``.npy`` files are assembled through ``numpy.lib.format.open_memmap``
+   into temporary names and renamed; ``manifest.json`` comes last, then ``run.json``, and ``.chunks`` is
+   removed. A folder with a manifest is a finished set.
+4. Running again with identical settings on a finished set does nothing and says so. A folder holding a
+   *different* set (finished or not) is refused unless ``force=True``, which removes the set's own files
+   (never anything else in the folder) and starts afresh.
+
+Under ``torchrun --nproc_per_node K`` (``RANK``/``WORLD_SIZE`` set) rank ``r`` draws chunks
+``r, r + K, r + 2K, ...`` into the same folder and rank 0 prepares the folder and assembles the set. A
+``torch.distributed`` process group already set up is used (through a gloo side group when its backend is
+not gloo); otherwise a gloo group is initialised from the environment and torn down afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stylerig.data import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    NUM_LANDMARKS,
+    GroundTruth,
+    LandmarkDetector,
+    SampleSet,
+    array_specs,
+    file_sha256,
+    read_manifest,
+)
+from stylerig.errors import AssetError, BackendUnavailableError, InputError, StylerigError
+from stylerig.gan.latents import DEFAULT_MIX_MAX, sample_ws
+from stylerig.gan.networks import NOISE_MODES, Generator
+from stylerig.outputs import atomic_write, write_json, write_run_json
+from stylerig.params import NUM_PARAMS
+from stylerig.viz import to_uint8
+
+__all__ = [
+    "DEFAULT_BATCH",
+    "DEFAULT_GENERATOR",
+    "LANDMARK_CHOICES",
+    "MAX_DEFAULT_RESOLUTION",
+    "SampleResult",
+    "resize_images",
+    "resolve_generator",
+    "write_sample_set",
+]
+
+#: Samples per chunk (and per generator batch) unless ``batch`` is given.
+DEFAULT_BATCH = 32
+#: The default image size is the generator's own, capped at this.
+MAX_DEFAULT_RESOLUTION = 256
+#: Names accepted by ``landmarks`` (a :class:`~stylerig.data.LandmarkDetector` object is accepted too).
+LANDMARK_CHOICES = ("auto", "face-alignment", "dlib", "none")
+#: The generator used when none is given. ``None`` until the built-in world ships (a later issue makes
+#: this the world's generator; :func:`resolve_generator` is the one place that reads it).
+DEFAULT_GENERATOR: str | os.PathLike[str] | None = None
+
+#: Progress callback: ``progress(done, total)`` in samples (of this rank's share under torchrun; only
+#: rank 0 calls it). It is called once before drawing (``done`` = samples kept from an interrupted run)
+#: and after every chunk written. An exception raised in it stops the run; finished chunks stay.
+ProgressFn = Callable[[int, int], None]
+
+_CHUNKS = ".chunks"
+_PLAN = "plan.json"
+_DIST_TIMEOUT = datetime.timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """What :func:`write_sample_set` did.
+
+    Attributes:
+        out_dir: the set folder. n: rows in the set. n_requested: samples drawn (``n`` + dropped).
+        dropped: dropped rows by reason. resolution: image size R. generated: samples drawn by this
+        call (this rank's share under torchrun). reused: samples kept from an interrupted run.
+        already_complete: the folder already held this exact set; nothing was written.
+        seconds: wall time. notes: remarks worth showing a person. manifest: the set's manifest.
+    """
+
+    out_dir: Path
+    n: int
+    n_requested: int
+    dropped: dict[str, int]
+    resolution: int
+    generated: int
+    reused: int
+    already_complete: bool
+    seconds: float
+    notes: tuple[str, ...] = ()
+    manifest: dict[str, Any] = field(default_factory=dict, repr=False)
+    rank: int = 0
+    world_size: int = 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# Small pieces.
+
+
+def resolve_generator(
+    generator: str | os.PathLike[str] | Generator | None, device: torch.device
+) -> tuple[Generator, dict[str, Any]]:
+    """Load (or accept) the generator and describe it for the manifest.
+
+    Returns:
+        (G on ``device`` in eval mode, ``{"path", "sha256", "sha256_of", "resolution", "config"}``);
+        ``sha256`` is of the checkpoint file, or of the config and tensors for an in-memory generator.
+
+    Raises:
+        AssetError: no generator given (the built-in world is not shipped yet), or it cannot be read.
+    """
+    from stylerig.gan import load_generator
+
+    if generator is None:
+        generator = DEFAULT_GENERATOR
+    if generator is None:
+        raise AssetError(
+            "no generator given, and the built-in synthetic world is not shipped yet",
+            hint="pass --generator PATH (an NVIDIA .pkl, a rosinality .pt, or a stylerig .safetensors)",
+        )
+    if isinstance(generator, Generator):
+        G = generator.to(device).eval()
+        path, sha, of = None, _state_sha256(G), "config+state_dict"
+    else:
+        G = load_generator(generator, device=device)
+        path, sha, of = str(Path(generator).resolve()), file_sha256(generator), "file"
+    info = {
+        "path": path,
+        "sha256": sha,
+        "sha256_of": of,
+        "resolution": int(G.img_resolution),
+        "config": getattr(G, "config", None),
+    }
+    return G, info
+
+
+def _state_sha256(G: torch.nn.Module) -> str:
+    h = hashlib.sha256(json.dumps(getattr(G, "config", None), sort_keys=True).encode())
+    for name, t in G.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize float images [B, C, H, H] to [B, C, size, size] (clamp to [-1, 1] first).
+
+    Integer-factor downsampling uses area averaging (exact box filter); other downsampling uses bilinear
+    filtering with antialiasing; upsampling uses bilinear. The same size returns the input.
+    """
+    src = int(images.shape[-1])
+    if src == size and images.shape[-2] == size:
+        return images
+    if src > size and src % size == 0:
+        return F.interpolate(images, size=(size, size), mode="area")
+    return F.interpolate(
+        images, size=(size, size), mode="bilinear", align_corners=False, antialias=src > size
+    )
+
+
+def _resolve_landmarks(
+    landmarks: str | LandmarkDetector, truth: GroundTruth | None
+) -> tuple[str, LandmarkDetector | None, str | None]:
+    """-> (name recorded in the manifest, detector to run or None, note)."""
+    if not isinstance(landmarks, str):
+        if not callable(landmarks) or not isinstance(getattr(landmarks, "name", None), str):
+            raise InputError("landmarks must be a name or a detector with a `name` and a __call__")
+        return landmarks.name, landmarks, None
+    name = landmarks.strip().lower()
+    if name == "none":
+        return "none", None, None
+    if name == "auto":
+        if truth is not None:
+            return f"ground-truth:{truth.name}", None, None
+        return (
+            "none",
+            None,
+            "--landmarks auto: no landmark detector is available yet (face-alignment and dlib adapters "
+            "arrive with the DFR issue), so no landmarks were written",
+        )
+    if name in ("face-alignment", "dlib"):
+        raise BackendUnavailableError(
+            f"the {name} landmark detector is not wired into `stylerig sample` yet",
+            hint="it arrives with the DFR issue; use --landmarks none (or auto) for now",
+        )
+    raise InputError(
+        f"unknown landmark detector {landmarks!r}", hint=f"use one of {', '.join(LANDMARK_CHOICES)}"
+    )
+
+
+def _check_args(
+    n: int, seed: int, truncation: float, mix_max: int, resolution: int | None, batch: int, noise_mode: str
+) -> None:
+    def is_int(v: object) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not is_int(n) or n < 1:
+        raise InputError(f"n must be a positive integer, got {n!r}")
+    if not is_int(seed) or seed < 0 or seed + n > 2**32:
+        raise InputError(
+            f"seeds {seed}..{seed}+{n}-1 must lie in [0, 2**32)", hint="use a smaller --seed or --n"
+        )
+    if not math.isfinite(float(truncation)):
+        raise InputError(f"truncation must be finite, got {truncation}")
+    if not is_int(mix_max) or mix_max < 1:
+        raise InputError(f"mix_max must be an integer >= 1, got {mix_max!r}")
+    if resolution is not None and (not is_int(resolution) or not 4 <= resolution <= 4096):
+        raise InputError(f"resolution must be an integer in 4..4096, got {resolution!r}")
+    if not is_int(batch) or batch < 1:
+        raise InputError(f"batch must be a positive integer, got {batch!r}")
+    if noise_mode not in NOISE_MODES or noise_mode == "random":
+        raise InputError(f"noise_mode must be 'const' or 'none' (reproducible), got {noise_mode!r}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# torchrun.
+
+
+class _Ranks:
+    """Rank bookkeeping and the few collectives the writer needs (no-ops for a single process)."""
+
+    def __init__(self) -> None:
+        self.rank, self.world, self.group, self.owned = 0, 1, None, False
+        world_env = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        dist = torch.distributed
+        if not dist.is_available():
+            if world_env > 1:
+                raise BackendUnavailableError("WORLD_SIZE > 1 but torch.distributed is not available")
+            return
+        if dist.is_initialized():
+            self.rank, self.world = dist.get_rank(), dist.get_world_size()
+            if self.world > 1 and dist.get_backend() != "gloo":
+                self.group = dist.new_group(backend="gloo", timeout=_DIST_TIMEOUT)
+        elif world_env > 1:
+            try:
+                dist.init_process_group(
+                    "gloo",
+                    init_method="env://",
+                    rank=int(os.environ["RANK"]),
+                    world_size=world_env,
+                    timeout=_DIST_TIMEOUT,
+                )
+            except (KeyError, ValueError, RuntimeError) as e:
+                raise BackendUnavailableError(
+                    f"cannot join the torchrun process group ({type(e).__name__}: {e})",
+                    hint="launch with torchrun, which sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT",
+                ) from e
+            self.owned = True
+            self.rank, self.world = dist.get_rank(), dist.get_world_size()
+
+    def broadcast(self, obj: Any) -> Any:
+        """``obj`` of rank 0 on every rank."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0, group=self.group)
+        return box[0]
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is True on some rank."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([1 if flag else 0], dtype=torch.int64)
+        torch.distributed.all_reduce(t, group=self.group)
+        return bool(t.item())
+
+    def close(self) -> None:
+        if self.owned and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _error_payload(e: BaseException) -> tuple[str, str, str | None]:
+    if isinstance(e, StylerigError):
+        return (type(e).__name__, e.message, e.hint)
+    return ("StylerigError", f"{type(e).__name__}: {e}", None)
+
+
+def _raise_payload(payload: tuple[str, str, str | None]) -> None:
+    kinds = {c.__name__: c for c in (AssetError, InputError, BackendUnavailableError, StylerigError)}
+    kind, message, hint = payload
+    raise kinds.get(kind, StylerigError)(message, hint)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The folder: what is there, and clearing a set's own files.
+
+
+def _set_files(out: Path) -> list[Path]:
+    names = [MANIFEST, "run.json"] + [f"{a}.npy" for a in ("ws", "images", "seeds", "landmarks", "params")]
+    return [out / n for n in names]
+
+
+def _clear(out: Path) -> None:
+    """Remove a set's own files (manifest first, so the folder stops being a finished set at once)."""
+    for p in _set_files(out):
+        p.unlink(missing_ok=True)
+    for p in out.glob(".*.npy.tmp*"):
+        p.unlink(missing_ok=True)
+    shutil.rmtree(out / _CHUNKS, ignore_errors=True)
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    keys = sorted(set(old) | set(new))
+    diff = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    return "; ".join(diff) or "unknown differences"
+
+
+def _prepare(out: Path, key: dict[str, Any], chunk_size: int, force: bool) -> tuple[str, dict[str, Any]]:
+    """Rank 0: decide what to do with ``out``. Returns ("done", manifest) or ("draw", plan)."""
+    hint_force = "choose another --out, or pass --force to replace it"
+    plan_path = out / _CHUNKS / _PLAN
+    if (out / MANIFEST).exists():
+        try:
+            manifest = read_manifest(out)
+        except AssetError as e:
+            if not force:
+                raise AssetError(
+                    f"{out} holds an unreadable sample set ({e.message})", hint=hint_force
+                ) from e
+            manifest = None
+        if manifest is not None and manifest.get("key") == key:
+            try:
+                SampleSet(out)
+                return "done", manifest
+            except AssetError as e:
+                if not force:
+                    raise AssetError(
+                        f"{out} holds this sample set but it is damaged ({e.message})",
+                        hint="pass --force to write it again",
+                    ) from e
+        elif manifest is not None and not force:
+            raise AssetError(
+                f"{out} already holds a different sample set ({_differences(manifest.get('key', {}), key)})",
+                hint=hint_force,
+            )
+        _clear(out)
+    elif plan_path.exists():
+        try:
+            plan = json.loads(plan_path.read_text(encoding="utf-8"))
+            old_key = plan["key"]
+            int(plan["chunk_size"])
+        except (OSError, ValueError, KeyError, TypeError):
+            plan, old_key = None, None
+        if plan is not None and old_key == key:
+            return "draw", plan
+        if not force:
+            what = _differences(old_key, key) if isinstance(old_key, dict) else "unreadable plan"
+            raise AssetError(f"{out} holds an unfinished different sample set ({what})", hint=hint_force)
+        _clear(out)
+    elif any(p.exists() for p in _set_files(out)[2:]):
+        if not force:
+            raise AssetError(f"{out} holds sample-set arrays without a manifest", hint=hint_force)
+        _clear(out)
+    n = int(key["n"])
+    plan = {"key": key, "chunk_size": chunk_size, "num_chunks": -(-n // chunk_size)}
+    write_json(plan_path, plan)
+    return "draw", plan
+
+
+# ----------------------------------------------------------------------------------------------------
+# Chunks.
+
+
+def _chunk_path(out: Path, c: int) -> Path:
+    return out / _CHUNKS / f"chunk-{c:06d}.npz"
+
+
+def _draw_chunk(
+    G: Generator,
+    seeds: list[int],
+    *,
+    key: Mapping[str, Any],
+    detector: LandmarkDetector | None,
+    truth: GroundTruth | None,
+    truth_landmarks: bool,
+) -> dict[str, np.ndarray]:
+    res = int(key["resolution"])
+    ws = sample_ws(
+        G,
+        seeds,
+        mix_max=int(key["mix_max"]),
+        truncation_psi=float(key["truncation"]),
+        truncation_cutoff=key["truncation_cutoff"],
+    )
+    with torch.no_grad():
+        img = G.synthesis(ws, noise_mode=key["noise_mode"])
+        images = to_uint8(resize_images(img.float().clamp(-1, 1), res))
+    b = len(seeds)
+    arrays = {
+        "ws": ws.float().cpu().numpy(),
+        "images": images,
+        "seeds": np.asarray(seeds, dtype=np.int64),
+        "keep": np.ones(b, dtype=bool),
+    }
+    if truth is not None:
+        params, lms = truth(seeds, ws)
+        if params is not None:
+            arrays["params"] = _checked(params, (b, NUM_PARAMS), "ground-truth params")
+        if truth_landmarks:
+            if lms is None:
+                raise InputError(f"the ground truth {truth.name!r} gave no landmarks")
+            scale = res / float(G.img_resolution)
+            arrays["landmarks"] = _checked(lms, (b, NUM_LANDMARKS, 2), "ground-truth landmarks") * scale
+    if detector is not None:
+        lms, found = detector(images)
+        arrays["landmarks"] = _checked(lms, (b, NUM_LANDMARKS, 2), f"{detector.name} landmarks")
+        arrays["keep"] = np.asarray(found, dtype=bool).reshape(b)
+    return arrays
+
+
+def _checked(x: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x, dtype=np.float32)
+    if arr.shape != shape:
+        raise InputError(f"{what} have shape {arr.shape}, expected {shape}")
+    return arr
+
+
+def _save_chunk(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write(path, buf.getvalue())
+
+
+def _load_chunk(path: Path, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays ``names`` (default: all) of a chunk; an unreadable chunk is removed (drawn again)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in (z.files if names is None else names)}
+    except (OSError, ValueError, EOFError, KeyError) as e:
+        path.unlink(missing_ok=True)
+        raise AssetError(
+            f"chunk {path} was unreadable ({type(e).__name__}) and has been removed",
+            hint="run the same command again to draw it anew",
+        ) from e
+
+
+# ----------------------------------------------------------------------------------------------------
+# Assembly (rank 0).
+
+
+def _assemble(out: Path, plan: Mapping[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    key = plan["key"]
+    num_chunks, chunk_size = int(plan["num_chunks"]), int(plan["chunk_size"])
+    missing = [c for c in range(num_chunks) if not _chunk_path(out, c).exists()]
+    if missing:
+        raise AssetError(
+            f"{len(missing)} chunk(s) of {out} are missing (first: {missing[0]})",
+            hint="run the same command again to draw them",
+        )
+    keep_counts, names = [], None
+    for c in range(num_chunks):  # a cheap first pass: which rows are kept, which arrays exist
+        path = _chunk_path(out, c)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                stored = list(z.files)
+        except (OSError, ValueError, EOFError):
+            stored = []
+        chunk = _load_chunk(path, ["keep", "seeds"] if {"keep", "seeds"} <= set(stored) else None)
+        keep_counts.append(int(chunk["keep"].sum()))
+        chunk_names = sorted(set(stored) - {"keep"})
+        if names is None:
+            names = chunk_names
+        elif names != chunk_names:
+            raise AssetError(f"chunks of {out} disagree in content", hint="pass --force to start afresh")
+        if len(chunk["seeds"]) != min(chunk_size, int(key["n"]) - c * chunk_size):
+            raise AssetError(f"chunk {c} of {out} has the wrong size", hint="pass --force to start afresh")
+    assert names is not None
+    n = sum(keep_counts)
+    if n == 0:
+        raise AssetError(f"every sample of {out} was dropped", hint="check the landmark detector")
+    specs = array_specs(
+        n,
+        int(meta["num_ws"]),
+        int(meta["w_dim"]),
+        int(key["resolution"]),
+        landmarks="landmarks" in names,
+        params="params" in names,
+    )
+    tmp = {name: out / f".{name}.npy.tmp{os.getpid()}" for name in specs}
+    try:
+        arrays = {
+            name: np.lib.format.open_memmap(tmp[name], mode="w+", dtype=dtype, shape=shape)
+            for name, (shape, dtype) in specs.items()
+        }
+        row = 0
+        for c in range(num_chunks):
+            chunk = _load_chunk(_chunk_path(out, c))
+            keep = chunk["keep"]
+            rows = int(keep.sum())
+            for name, arr in arrays.items():
+                arr[row : row + rows] = chunk[name][keep]
+            row += rows
+        for arr in arrays.values():
+            arr.flush()
+        del arrays
+        for name in specs:
+            os.replace(tmp[name], out / f"{name}.npy")
+    finally:
+        for p in tmp.values():
+            p.unlink(missing_ok=True)
+    listed = {
+        name: {"shape": list(shape), "dtype": dtype, "sha256": file_sha256(out / f"{name}.npy")}
+        for name, (shape, dtype) in specs.items()
+    }
+    n_requested = int(key["n"])
+    manifest = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "n": n,
+        "n_requested": n_requested,
+        "dropped": {"no_landmarks": n_requested - n},
+        **meta,
+        "resolution": int(key["resolution"]),
+        "seed": int(key["seed"]),
+        "seed_rule": "requested sample i has seed `seed + i`; seeds.npy gives the seed of every row",
+        "truncation": float(key["truncation"]),
+        "truncation_cutoff": key["truncation_cutoff"],
+        "mix_max": int(key["mix_max"]),
+        "noise_mode": key["noise_mode"],
+        "landmark_detector": key["landmarks"],
+        "ground_truth": key["ground_truth"],
+        "chunk_size": chunk_size,
+        "arrays": listed,
+        "key": key,
+    }
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+# ----------------------------------------------------------------------------------------------------
+# The entry point.
+
+
+def write_sample_set(
+    out_dir: str | os.PathLike[str],
+    generator: str | os.PathLike[str] | Generator | None,
+    n: int,
+    *,
+    seed: int = 0,
+    truncation: float = 1.0,
+    truncation_cutoff: int | None = None,
+    mix_max: int = DEFAULT_MIX_MAX,
+    resolution: int | None = None,
+    landmarks: str | LandmarkDetector = "none",
+    batch: int = DEFAULT_BATCH,
+    device: str | torch.device = "auto",
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    truth: GroundTruth | None = None,
+    noise_mode: str = "const",
+    command: str = "sample",
+) -> SampleResult:
+    """Write (or finish, or confirm) the sample set of ``n`` samples in ``out_dir``.
+
+    Args:
+        out_dir: the set folder (created if needed; other files in it are left alone).
+        generator: checkpoint path (any kind :func:`~stylerig.gan.load_generator` reads) or a
+            :class:`~stylerig.gan.Generator`; ``None`` = the built-in world (not shipped yet: error).
+        n: samples to draw; sample ``i`` uses seed ``seed + i`` (all seeds must lie in [0, 2**32)).
+        seed: first seed.
+        truncation, truncation_cutoff: truncation psi and the number of leading ws it applies to
+            (None = all).
+        mix_max: the most codes style-mixed into one W+ code (the paper's K = 5; 1 = no mixing).
+        resolution: stored image size R; default the generator's own, at most 256.
+        landmarks: 'none'; 'auto' (ground truth when the generator has it, else none, noted);
+            'face-alignment' / 'dlib' (not wired yet: BackendUnavailableError); or a
+            :class:`~stylerig.data.LandmarkDetector` (rows where it finds no face are dropped).
+        batch: samples per chunk and per generator batch (a resumed run keeps its first chunk size).
+        device: 'auto', 'cpu', 'cuda' or 'cuda:N' (under torchrun, plain 'cuda' means cuda:LOCAL_RANK).
+        force: replace a different set in ``out_dir`` (finished or not).
+        progress: ``progress(done, total)`` callback (see :data:`ProgressFn`).
+        truth: ground truth of the generator (:class:`~stylerig.data.GroundTruth`); default: the
+            generator's ``ground_truth`` attribute when it has one. Writes ``params.npy``.
+        noise_mode: 'const' (NVIDIA's default for generation) or 'none'.
+        command: name recorded in ``run.json``.
+
+    Returns:
+        a :class:`SampleResult` (on every rank).
+
+    Raises:
+        AssetError: unreadable generator, a different set in ``out_dir`` without ``force``, or a damaged
+            set. InputError: bad arguments. BackendUnavailableError: a detector or device not available.
+    """
+    from stylerig.devices import resolve_device
+
+    t0 = time.perf_counter()
+    _check_args(n, seed, truncation, mix_max, resolution, batch, noise_mode)
+    out = Path(out_dir)
+    ranks = _Ranks()
+    try:
+        dev = resolve_device(device)
+        if dev.type == "cuda" and dev.index is None and ranks.world > 1:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", ranks.rank)))
+        G, gen_info = resolve_generator(generator, dev)
+        if truth is None:
+            truth = getattr(G, "ground_truth", None)
+        lm_name, detector, note = _resolve_landmarks(landmarks, truth)
+        res = (
+            int(resolution) if resolution is not None else min(int(G.img_resolution), MAX_DEFAULT_RESOLUTION)
+        )
+        key = {
+            "n": int(n),
+            "seed": int(seed),
+            "truncation": float(truncation),
+            "truncation_cutoff": None if truncation_cutoff is None else int(truncation_cutoff),
+            "mix_max": int(mix_max),
+            "noise_mode": noise_mode,
+            "resolution": res,
+            "landmarks": lm_name,
+            "ground_truth": None if truth is None else truth.name,
+            "generator_sha256": gen_info["sha256"],
+        }
+        meta = {"num_ws": int(G.num_ws), "w_dim": int(G.w_dim), "generator": gen_info}
+        notes = [note] if note else []
+        if res > G.img_resolution:
+            notes.append(f"images are upsampled from {G.img_resolution} to {res}")
+    except BaseException:
+        ranks.close()
+        raise
+    try:
+        return _run(out, G, key, meta, notes, ranks, t0, batch, force, progress, detector, truth, command)
+    finally:
+        ranks.close()
+
+
+def _run(
+    out: Path,
+    G: Generator,
+    key: dict[str, Any],
+    meta: dict[str, Any],
+    notes: list[str],
+    ranks: _Ranks,
+    t0: float,
+    batch: int,
+    force: bool,
+    progress: ProgressFn | None,
+    detector: LandmarkDetector | None,
+    truth: GroundTruth | None,
+    command: str,
+) -> SampleResult:
+    # 1. Rank 0 prepares the folder; every rank learns the outcome.
+    status: Any
+    if ranks.rank == 0:
+        try:
+            status = _prepare(out, key, batch, force)
+        except BaseException as e:
+            ranks.broadcast(("error", _error_payload(e)))
+            raise
+        status = ranks.broadcast(status)
+    else:
+        status = ranks.broadcast(None)
+        if status[0] == "error":
+            _raise_payload(status[1])
+    what, info = status
+
+    def result(manifest: dict[str, Any], generated: int, reused: int, done: bool) -> SampleResult:
+        return SampleResult(
+            out_dir=out,
+            n=int(manifest["n"]),
+            n_requested=int(manifest.get("n_requested", manifest["n"])),
+            dropped=dict(manifest.get("dropped", {})),
+            resolution=int(manifest["resolution"]),
+            generated=generated,
+            reused=reused,
+            already_complete=done,
+            seconds=time.perf_counter() - t0,
+            notes=tuple(notes),
+            manifest=manifest,
+            rank=ranks.rank,
+            world_size=ranks.world,
+        )
+
+    if what == "done":
+        notes.append(f"{out} already holds this sample set; nothing to do")
+        return result(info, 0, 0, True)
+
+    # 2. Every rank draws its chunks r, r + K, ...
+    plan = info
+    chunk_size, num_chunks, n = int(plan["chunk_size"]), int(plan["num_chunks"]), int(key["n"])
+    if chunk_size != batch:
+        notes.append(f"resumed with the chunk size of the first run ({chunk_size}), not --batch {batch}")
+    mine = list(range(ranks.rank, num_chunks, ranks.world))
+
+    def size(c: int) -> int:
+        return min(chunk_size, n - c * chunk_size)
+
+    todo = [c for c in mine if not _chunk_path(out, c).exists()]
+    total = sum(size(c) for c in mine)
+    reused = total - sum(size(c) for c in todo)
+    truth_landmarks = detector is None and str(key["landmarks"]).startswith("ground-truth:")
+    report = progress if ranks.rank == 0 else None
+    failure: BaseException | None = None
+    generated = 0
+    try:
+        if report:
+            report(reused, total)
+        for c in todo:
+            seeds = list(range(key["seed"] + c * chunk_size, key["seed"] + c * chunk_size + size(c)))
+            arrays = _draw_chunk(
+                G, seeds, key=key, detector=detector, truth=truth, truth_landmarks=truth_landmarks
+            )
+            _save_chunk(_chunk_path(out, c), arrays)
+            generated += len(seeds)
+            if report:
+                report(reused + generated, total)
+    except BaseException as e:
+        failure = e
+    if ranks.any(failure is not None):
+        if failure is not None:
+            raise failure
+        raise StylerigError(
+            "another rank failed while drawing samples", hint="see its error; then run the command again"
+        )
+
+    # 3. Rank 0 assembles, writes the manifest and run.json; every rank learns the outcome.
+    if ranks.rank == 0:
+        try:
+            manifest = _assemble(out, plan, meta)
+            arguments = {k: v for k, v in key.items() if k != "generator_sha256"}
+            arguments.update(generator=meta["generator"]["path"], batch=chunk_size, world_size=ranks.world)
+            write_run_json(
+                out,
+                command,
+                arguments,
+                seed=int(key["seed"]),
+                assets={"generator": {k: meta["generator"][k] for k in ("path", "sha256")}},
+            )
+            shutil.rmtree(out / _CHUNKS, ignore_errors=True)
+        except BaseException as e:
+            ranks.broadcast(("error", _error_payload(e)))
+            raise
+        manifest = ranks.broadcast(("ok", manifest))[1]
+    else:
+        answer = ranks.broadcast(None)
+        if answer[0] == "error":
+            _raise_payload(answer[1])
+        manifest = answer[1]
+    return result(manifest, generated, reused, False)

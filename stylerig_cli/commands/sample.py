@@ -1,0 +1,165 @@
+"""``stylerig sample``: draw latents and images from a generator into a sample set (see stylerig.data)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from stylerig_cli.app import app, console
+
+
+@app.command()
+def sample(
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", metavar="DIR", help="Output folder of the sample set.", show_default=False
+        ),
+    ],
+    n: Annotated[
+        int,
+        typer.Option(
+            "--n",
+            "-n",
+            "--num-samples",
+            min=1,
+            metavar="N",
+            help="Number of samples to draw (under torchrun use -n: torchrun reads --n as its own option).",
+            show_default=False,
+        ),
+    ],
+    generator: Annotated[
+        str | None,
+        typer.Option(
+            "--generator",
+            "-g",
+            metavar="PATH",
+            help="Generator checkpoint: NVIDIA stylegan2-ada-pytorch .pkl, rosinality .pt or stylerig "
+            ".safetensors (read without running code from it). Required for now: the built-in world is "
+            "not shipped yet.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(min=0, metavar="S", help="First seed; sample i uses seed S + i (as generate.py).")
+    ] = 0,
+    truncation: Annotated[
+        float, typer.Option("--truncation", metavar="PSI", help="Truncation psi (1 = none).")
+    ] = 1.0,
+    truncation_cutoff: Annotated[
+        int | None,
+        typer.Option(
+            "--truncation-cutoff", min=0, metavar="L", help="Truncate only the first L ws (default: all)."
+        ),
+    ] = None,
+    mix_max: Annotated[
+        int,
+        typer.Option(
+            "--mix-max",
+            min=1,
+            metavar="K",
+            help="Style-mix up to K codes per sample (paper: 5; 1 = no mixing).",
+        ),
+    ] = 5,
+    resolution: Annotated[
+        int | None,
+        typer.Option(
+            min=4,
+            max=4096,
+            metavar="R",
+            help="Stored image size (antialiased resize). Default: the generator's own, at most 256.",
+        ),
+    ] = None,
+    landmarks: Annotated[
+        str,
+        typer.Option(
+            metavar="auto|face-alignment|dlib|none",
+            help="68-point landmark detector for landmarks.npy. Only none (and auto, which falls back to "
+            "none) work until the DFR issue.",
+        ),
+    ] = "none",
+    batch: Annotated[
+        int, typer.Option(min=1, metavar="B", help="Samples per batch and per resumable chunk.")
+    ] = 32,
+    device: Annotated[
+        str, typer.Option(metavar="auto|cpu|cuda[:N]", help="Where to run the generator.")
+    ] = "auto",
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Replace a different sample set already in DIR.")
+    ] = False,
+) -> None:
+    """Write a sample set (W+ codes, images, manifest) for DFR and RigNet; resumable, torchrun-aware."""
+    from stylerig.sampling import write_sample_set
+
+    with _ProgressBar() as bar:
+        result = write_sample_set(
+            out,
+            generator,
+            n,
+            seed=seed,
+            truncation=truncation,
+            truncation_cutoff=truncation_cutoff,
+            mix_max=mix_max,
+            resolution=resolution,
+            landmarks=landmarks,
+            batch=batch,
+            device=device,
+            force=force,
+            progress=bar.update,
+        )
+    if result.rank != 0:
+        return
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    if result.already_complete:
+        return
+    rate = result.generated / result.seconds if result.seconds > 0 else 0.0
+    where = "this run" if result.world_size == 1 else f"on rank 0 of {result.world_size}"
+    console.print(
+        f"wrote [bold]{escape(str(out))}[/]: {result.n} samples at {result.resolution}x{result.resolution} "
+        f"in {result.seconds:.1f} s ({rate:.1f} images/s {where}"
+        f"{', ' + str(result.reused) + ' kept from an interrupted run' if result.reused else ''})",
+        highlight=False,
+    )
+
+
+class _ProgressBar:
+    """A rich progress bar fed by ``progress(done, total)`` callbacks, showing images per second."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("sampling"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+            disable=os.environ.get("RANK", "0") not in ("", "0"),  # torchrun: rank 0 shows the bar
+        )
+        self._task: Any = None
+        self._start: tuple[float, int] | None = None
+
+    def __enter__(self) -> _ProgressBar:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def update(self, done: int, total: int) -> None:
+        import time
+
+        now = time.perf_counter()
+        if self._task is None:
+            self._task = self._progress.add_task("sample", total=total, completed=done, rate="")
+            self._start = (now, done)
+            return
+        t0, d0 = self._start or (now, done)
+        rate = (done - d0) / (now - t0) if now > t0 else 0.0
+        self._progress.update(self._task, completed=done, total=total, rate=f"{rate:.1f} images/s")
