@@ -31,6 +31,7 @@ import torch
 from stylerig.render import camera as cam
 from stylerig.render.ops import interpolate, interpolate_fragments, rasterize, rasterize_to_fragments
 from stylerig.render.shading import sh_shade, vertex_normals
+from stylerig.runtime import tune_allocator
 
 NUM_V, NUM_F = 35709, 70789
 
@@ -66,7 +67,9 @@ def face_standin(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(v), torch.from_numpy(tri.astype(np.int64))
 
 
-def naive_dense(pos: torch.Tensor, tri: torch.Tensor, res: int, rows: range, chunk: int = 512) -> torch.Tensor:
+def naive_dense(
+    pos: torch.Tensor, tri: torch.Tensor, res: int, rows: range, chunk: int = 512
+) -> torch.Tensor:
     """Every pixel centre of ``rows`` against every triangle (chunked over triangles).
 
     Returns the id map [len(rows), res] (-1 where empty). The whole image would be ``res / len(rows)``
@@ -97,7 +100,8 @@ def naive_dense(pos: torch.Tensor, tri: torch.Tensor, res: int, rows: range, chu
 
 
 def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
+    for _ in range(3):  # warm-up (allocator, thread pool)
+        fn()
     out = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -113,7 +117,13 @@ def main() -> None:
     ap.add_argument("--res", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="skip stylerig.runtime.tune_allocator() (as the CLI runs)",
+    )
     args = ap.parse_args()
+    tuned = False if args.default_allocator else tune_allocator()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -168,6 +178,7 @@ def main() -> None:
         "resolution": R,
         "batch": B,
         "threads": args.threads,
+        "allocator_tuned": tuned,
         "coverage": round(coverage, 3),
         "raster_interp_fwd_ms": round(t_fwd * 1e3, 2),
         "full_fwd_bwd_ms": round(t_full * 1e3, 2),

@@ -62,6 +62,9 @@ def report_error(e: StylerigError) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     _register()
+    from stylerig.runtime import tune_allocator
+
+    tune_allocator()  # keep large freed blocks for reuse: ~10% faster CPU rendering (stylerig/runtime.py)
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:

@@ -173,7 +173,7 @@ def interpolate_fragments(
         attr = attr[None]
     B, H, W = frags.shape
     V, C = attr.shape[1], attr.shape[2]
-    vi = tri.long()[frags.tri_id]  # [N, 3]
+    vi = tri.long().index_select(0, frags.tri_id)  # [N, 3]
     if attr.shape[0] != 1:
         vi = vi + (frags.batch * V)[:, None]
     # Component-major gather ([C, B*V] along dim 1, corners first): fast forward and backward on CPU.
