@@ -180,7 +180,7 @@ def interpolate_fragments(
     a = attr.permute(2, 0, 1).reshape(C, -1).index_select(1, vi.T.reshape(-1)).view(C, 3, -1)
     a0, a1, a2 = a.unbind(1)  # [C, N] each
     vals = a2 + frags.u * (a0 - a2) + frags.v * (a1 - a2)
-    out = vals.new_zeros(C, B * H * W).index_copy(1, frags.pixel, vals)
+    out = vals.new_zeros(C, B * H * W).index_copy_(1, frags.pixel, vals)  # in place: no clone of the zeros
     out = out.view(C, B, H, W)
     return out.permute(1, 0, 2, 3) if channels_first else out.permute(1, 2, 3, 0)
 

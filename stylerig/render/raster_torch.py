@@ -140,10 +140,14 @@ def _zbuffer(pos: torch.Tensor, tri64: torch.Tensor, H: int, W: int) -> torch.Te
             e0y * dz0 + e1y * dz1,
         )
     ]
-    flat = torch.arange(F * B, device=device)
-    base = (flat % B) * hw + y0.view(-1).long() * W + x0.view(-1).long()  # first pixel of each box
-    tri_index = flat // B
-    bw, bh, ok = bw.view(-1).long(), bh.view(-1).long(), ok.view(-1)
+    # Box origin and size stay float [F * B]; integer pixel indices are only formed for the triangles of
+    # each size class (int64 arithmetic over every triangle costs more than it saves).
+    x0, y0, bw, bh, ok = x0.view(-1), y0.view(-1), bw.view(-1), bh.view(-1), ok.view(-1)
+
+    def box(t):
+        """int64 first-pixel index, width and height of the boxes of triangles ``t`` (flat f * B + b)."""
+        base = (t % B) * hw + y0.index_select(0, t).long() * W + x0.index_select(0, t).long()
+        return base, bw.index_select(0, t).long(), bh.index_select(0, t).long()
 
     def test(pl, ox, oy):
         b0 = pl[0] + pl[1] * ox + pl[2] * oy
@@ -164,27 +168,28 @@ def _zbuffer(pos: torch.Tensor, tri64: torch.Tensor, H: int, W: int) -> torch.Te
         oy, ox = torch.meshgrid(torch.arange(g, device=device), torch.arange(g, device=device), indexing="ij")
         ox, oy = ox.reshape(-1, 1), oy.reshape(-1, 1)  # [g*g, 1]
         inside, d = test(pl, ox.float(), oy.float())
+        base, tw, th = box(t)
         if g > 1:
-            inside &= (ox < bw.index_select(0, t)) & (oy < bh.index_select(0, t))
-        pix = base.index_select(0, t) + oy * W + ox
-        _scatter(keys, inside, d, tri_index.index_select(0, t), pix)
+            inside &= (ox < tw) & (oy < th)
+        _scatter(keys, inside, d, t // B, base + oy * W + ox)
 
     # Large boxes: prefix-sum enumeration in bounded chunks.
     t = remaining.nonzero().squeeze(1)
     if t.numel():
-        n = bw[t] * bh[t]
+        base, tw, th = box(t)
+        n = tw * th
         end = torch.cumsum(n, 0)
         start = end - n
         total = int(end[-1])
         for k0 in range(0, total, _CHUNK):
             k = torch.arange(k0, min(k0 + _CHUNK, total), device=device)
             seg = torch.searchsorted(end, k, right=True)
-            tid = t.index_select(0, seg)
             local = k - start.index_select(0, seg)
-            wid = bw.index_select(0, tid)
+            wid = tw.index_select(0, seg)
             ox, oy = local % wid, local // wid
+            tid = t.index_select(0, seg)
             inside, d = test([q.index_select(0, tid) for q in planes], ox.float(), oy.float())
-            _scatter(keys, inside, d, tri_index.index_select(0, tid), base.index_select(0, tid) + oy * W + ox)
+            _scatter(keys, inside, d, tid // B, base.index_select(0, seg) + oy * W + ox)
     return keys[:-1]
 
 

@@ -36,8 +36,9 @@ class _Topology:
     """Sparse incidence matrices of a fixed triangle list, for fast gathers and scatters on CPU.
 
     ``flat`` lists the triangle corners corner-major (all first corners, then all second, then all
-    third). ``corner`` [V, 3F] sums corner values back onto their vertices (the adjoint of gathering
-    ``flat``); ``faces`` [V, F] sums face values onto the vertices of each face. A CSR matrix product is
+    third) and ``columns[k]`` the k-th corners alone; ``corner[k]`` [V, F] sums values at the k-th corners
+    back onto their vertices (the adjoint of gathering ``columns[k]``); ``faces`` [V, F] sums face values
+    onto the vertices of each face. A CSR matrix product is
     several times faster than ``index_add`` on CPU (which does not parallelise).
     """
 
@@ -46,13 +47,19 @@ class _Topology:
         F = tri.shape[0]
         dev = tri.device
         self.flat = tri.T.reshape(-1)
-        corner_ids = torch.arange(3 * F, device=dev)
-        ones = torch.ones(3 * F, dtype=dtype, device=dev)
-        self.corner = torch.sparse_coo_tensor(
-            torch.stack([self.flat, corner_ids]), ones, (num_vertices, 3 * F)
-        ).to_sparse_csr()
+        self.columns = tri.T.contiguous().unbind(0)  # corner k of every face: 3 x [F]
+        face_ids = torch.arange(F, device=dev)
+        ones = torch.ones(F, dtype=dtype, device=dev)
+        self.corner = [
+            torch.sparse_coo_tensor(torch.stack([col, face_ids]), ones, (num_vertices, F))
+            .coalesce()
+            .to_sparse_csr()
+            for col in self.columns
+        ]
         self.faces = (
-            torch.sparse_coo_tensor(torch.stack([self.flat, corner_ids % F]), ones, (num_vertices, F))
+            torch.sparse_coo_tensor(
+                torch.stack([self.flat, face_ids.repeat(3)]), ones.repeat(3), (num_vertices, F)
+            )
             .coalesce()
             .to_sparse_csr()
         )
@@ -82,17 +89,17 @@ def _topology(triangles: torch.Tensor, num_vertices: int, dtype: torch.dtype) ->
 
 
 class _GatherCorners(torch.autograd.Function):
-    """rows [V, K] -> corner rows [3F, K] (``index_select``); backward sums corners back with a CSR product."""
+    """rows [V, K] -> the k-th corner of every face [F, K]; backward sums them back with a CSR product."""
 
     @staticmethod
-    def forward(ctx, rows, topo):  # type: ignore[override]
-        ctx.topo = topo
-        return rows.index_select(0, topo.flat)
+    def forward(ctx, rows, topo, k):  # type: ignore[override]
+        ctx.topo, ctx.k = topo, k
+        return rows.index_select(0, topo.columns[k])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # type: ignore[override]
-        return ctx.topo.corner @ grad.contiguous(), None
+        return ctx.topo.corner[ctx.k] @ grad.contiguous(), None, None
 
 
 class _SumFaces(torch.autograd.Function):
@@ -120,16 +127,17 @@ def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor, eps: float =
 
     Returns:
         float [B, V, 3] unit normals (zero for vertices in no triangle), first-order differentiable.
-        Computed in a [V, 3, B] layout (returned as a permuted view, which :func:`sh_shade` consumes
-        without copying); the mesh topology becomes two cached sparse matrices, so gathers and scatters
-        run as row copies and CSR products (several times faster on CPU than ``index_add``).
+        Computed in a [V, 3, B] layout (returned as a permuted view); the mesh topology becomes cached
+        sparse matrices, so gathers and scatters run as row copies and CSR products (several times
+        faster on CPU than ``index_add``, which does not parallelise).
     """
     B, V, _ = vertices.shape
     F = triangles.shape[0]
     topo = _topology(triangles, V, vertices.dtype)
     rows = vertices.permute(1, 2, 0).reshape(V, 3 * B)
-    # unbind, not indexing: one backward stack instead of a zero-filled copy per select.
-    c0, c1, c2 = _GatherCorners.apply(rows, topo).view(3, F, 3, B).unbind(0)  # [F, xyz, B] each
+    # One gather per corner (not one gather split three ways): the backward is then three small CSR
+    # products instead of a stack of the three corner gradients.
+    c0, c1, c2 = (_GatherCorners.apply(rows, topo, k).view(F, 3, B) for k in range(3))  # [F, xyz, B] each
     ax, ay, az = (c1 - c0).unbind(1)  # [F, B] each
     bx, by, bz = (c2 - c0).unbind(1)
     fn = torch.stack(
@@ -180,12 +188,10 @@ def sh_shade(albedo: torch.Tensor, normals: torch.Tensor, illumination: torch.Te
             (:data:`AMBIENT` is added here).
 
     Returns:
-        float [B, N, 3] linear RGB (not clamped); a permuted view of an [N, 3, B] buffer (the layout
-        :func:`vertex_normals` produces, which keeps every step here a contiguous vectorised op).
+        float [B, N, 3] linear RGB (not clamped).
     """
     B = normals.shape[0]
     gamma = illumination.reshape(B, 3, 9)
     gamma = gamma + torch.nn.functional.pad(gamma.new_full((1, 3, 1), AMBIENT), (0, 8))
-    basis = sh_basis(normals.permute(1, 2, 0), dim=1)  # [N, 9, B]
-    irradiance = torch.einsum("nkb,bck->ncb", basis, gamma)  # [N, 3, B]
-    return (albedo.permute(1, 2, 0) * irradiance).permute(2, 0, 1)
+    basis = sh_basis(normals.contiguous())  # [B, N, 9]
+    return albedo * torch.bmm(basis, gamma.transpose(1, 2))  # [B, N, 3]
