@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -187,32 +186,18 @@ class MorphableModel(nn.Module):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model as one safetensors file (tensors + JSON config in the metadata), atomically."""
-        from safetensors.torch import save_file
+        from stylerig.tensorfile import save_tensors
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"config": json.dumps(self.config())})
-        os.replace(tmp, path)
+        save_tensors(path, self.state_dict(), {"config": json.dumps(self.config())})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> MorphableModel:
         """Read a model written by :meth:`save` (no pickle involved)."""
-        from safetensors import safe_open
+        from stylerig.tensorfile import load_tensors
 
-        path = Path(path)
-        if not path.is_file():
-            raise AssetError(f"face model file not found: {path}")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except Exception as e:  # safetensors raises several types for corrupt files
-            raise AssetError(
-                f"{path} is not a readable safetensors face model ({e.__class__.__name__}: {e})",
-                hint="delete the file and convert the source model again",
-            ) from e
+        tensors, meta = load_tensors(
+            path, what="safetensors face model", hint="delete the file and convert the source model again"
+        )
         try:
             cfg = json.loads(meta["config"])
             assert cfg.get("format") == _FORMAT

@@ -176,22 +176,13 @@ def save_generator(G: Generator, path: str | os.PathLike[str]) -> Path:
     Returns:
         the path written.
     """
-    from safetensors.torch import save_file
+    from stylerig.tensorfile import save_tensors
 
     if not isinstance(G, Generator):
         raise InputError(f"save_generator needs a stylerig Generator, got {type(G).__name__}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in G.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", torch.float32) for k, v in G.state_dict().items()}
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "config": json.dumps(G.config, sort_keys=True)}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return save_tensors(path, tensors, meta)
 
 
 def convert(
@@ -225,17 +216,13 @@ def convert(
 
 
 def _load_own(path: Path) -> Generator:
-    from safetensors import safe_open
+    from stylerig.tensorfile import load_tensors
 
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except Exception as e:  # safetensors raises several types for corrupt files
-        raise AssetError(
-            f"{path} is not a readable safetensors file ({type(e).__name__}: {e})",
-            hint="the file may be truncated; write it again with `stylerig convert`",
-        ) from e
+    tensors, meta = load_tensors(
+        path,
+        what="safetensors file",
+        hint="the file may be truncated; write it again with `stylerig convert`",
+    )
     if meta.get("format") != FORMAT:
         what = meta.get("format") or (json.loads(meta["config"]).get("format") if "config" in meta else None)
         raise AssetError(
