@@ -23,7 +23,6 @@ import functools
 import hashlib
 import json
 import os
-import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -827,15 +826,10 @@ def _cached(build: Callable[[], MorphableModel], cache_file: Path | None, source
             )
     model = build()
     if cache_file is not None:
-        tmp = cache_file.with_name(f".{cache_file.name}.{uuid.uuid4().hex}.tmp")
         try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            model.save(tmp)
-            os.replace(tmp, cache_file)
-        except OSError as e:
+            model.save(cache_file)  # atomic
+        except OSError as e:  # AssetError is an OSError too
             warnings.warn(f"could not write the face-model cache {cache_file}: {e}", stacklevel=3)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
     return model
 
 
