@@ -149,12 +149,12 @@ def _zbuffer(pos: torch.Tensor, tri64: torch.Tensor, H: int, W: int) -> torch.Te
         base = (t % B) * hw + y0.index_select(0, t).long() * W + x0.index_select(0, t).long()
         return base, bw.index_select(0, t).long(), bh.index_select(0, t).long()
 
+    def covered(b0, b1, d):
+        return (b0 >= 0) & (b1 >= 0) & (b0 + b1 <= 1) & (d >= -1) & (d <= 1)
+
     def test(pl, ox, oy):
-        b0 = pl[0] + pl[1] * ox + pl[2] * oy
-        b1 = pl[3] + pl[4] * ox + pl[5] * oy
         d = pl[6] + pl[7] * ox + pl[8] * oy
-        inside = (b0 >= 0) & (b1 >= 0) & (b0 + b1 <= 1) & (d >= -1) & (d <= 1)
-        return inside, d
+        return covered(pl[0] + pl[1] * ox + pl[2] * oy, pl[3] + pl[4] * ox + pl[5] * oy, d), d
 
     # Small boxes: dense [g*g, T] candidate grids (no per-candidate gathers).
     remaining = ok
@@ -164,13 +164,16 @@ def _zbuffer(pos: torch.Tensor, tri64: torch.Tensor, H: int, W: int) -> torch.Te
         t = cls.nonzero().squeeze(1)
         if not t.numel():
             continue
+        base, tw, th = box(t)
+        if g == 1:  # the only candidate is the box's first pixel: the plane values themselves
+            b0, b1, d = (planes[i].index_select(0, t) for i in (0, 3, 6))
+            _scatter(keys, covered(b0, b1, d), d, t // B, base)
+            continue
         pl = [q.index_select(0, t) for q in planes]  # 9 x [T], broadcast against [g*g, 1] offsets
         oy, ox = torch.meshgrid(torch.arange(g, device=device), torch.arange(g, device=device), indexing="ij")
         ox, oy = ox.reshape(-1, 1), oy.reshape(-1, 1)  # [g*g, 1]
         inside, d = test(pl, ox.float(), oy.float())
-        base, tw, th = box(t)
-        if g > 1:
-            inside &= (ox < tw) & (oy < th)
+        inside &= (ox < tw) & (oy < th)
         _scatter(keys, inside, d, t // B, base + oy * W + ox)
 
     # Large boxes: prefix-sum enumeration in bounded chunks.
