@@ -34,6 +34,7 @@ __all__ = [
     "NUM_PARAMS",
     "SIZES",
     "concat",
+    "from_deep3d",
     "get",
     "mode_groups",
     "mode_index",
@@ -142,3 +143,36 @@ def zeros(
 ) -> torch.Tensor:
     """The mean face, frontal, default light: p = 0, shape [batch, 257]."""
     return torch.zeros(batch, NUM_PARAMS, dtype=dtype, device=device)
+
+
+#: Deep3DFaceRecon's coefficient order: (group, size); its angles are (x, y, z) = (pitch, yaw, roll).
+DEEP3D_ORDER: tuple[tuple[str, int], ...] = (
+    ("identity", 80),
+    ("expression", 64),
+    ("reflectance", 80),
+    ("angles", 3),
+    ("illumination", 27),
+    ("translation", 3),
+)
+
+
+def from_deep3d(coeffs: torch.Tensor) -> torch.Tensor:
+    """Deep3DFaceRecon coefficients [..., 257] -> stylerig ``p`` [..., 257].
+
+    Deep3DFaceRecon stores ``id 80 | exp 64 | tex 80 | angle 3 | gamma 27 | trans 3`` with the angles
+    as rotations about (x, y, z) = (pitch, yaw, roll) in radians, composed ``Rz @ Ry @ Rx`` on column
+    vectors in the same camera-aligned frame -- the composition stylerig uses -- so only the order changes.
+    Its illumination (``gamma``, channel-major 3 x 9, with the 0.8 ambient added at render time) and
+    translation mean the same here.
+    """
+    if coeffs.shape[-1] != NUM_PARAMS:
+        from stylerig.errors import InputError
+
+        raise InputError(f"Deep3DFaceRecon coefficients have {NUM_PARAMS} values, got {coeffs.shape[-1]}")
+    parts, start = {}, 0
+    for name, size in DEEP3D_ORDER:
+        parts[name] = coeffs[..., start : start + size]
+        start += size
+    pitch, yaw, roll = parts.pop("angles").unbind(-1)
+    parts["rotation"] = torch.stack([yaw, pitch, roll], dim=-1)
+    return concat(**parts)

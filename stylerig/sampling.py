@@ -171,8 +171,24 @@ def _state_sha256(G: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def _reserve(path: Path) -> None:
+    """Allocate every block of ``path`` now (``posix_fallocate``), where the platform supports it."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as f:
+        size = os.fstat(f.fileno()).st_size
+        try:
+            if size:
+                os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as e:
+            raise AssetError(
+                f"cannot reserve {size / 2**20:.1f} MiB for {path.name} in {path.parent}: {e.strerror or e}",
+                hint="free some disk space (or choose another --out) and run the same command again",
+            ) from e
+
+
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize float images [B, C, H, H] to [B, C, size, size] (clamp to [-1, 1] first).
+    """Resize float images [B, C, H, H] to [B, C, size, size] (the caller clamps to [-1, 1] first).
 
     Integer-factor downsampling uses area averaging (exact box filter); other downsampling uses bilinear
     filtering with antialiasing; upsampling uses bilinear. The same size returns the input.
@@ -513,6 +529,10 @@ def _assemble(out: Path, plan: Mapping[str, Any], meta: dict[str, Any]) -> dict[
             name: np.lib.format.open_memmap(tmp[name], mode="w+", dtype=dtype, shape=shape)
             for name, (shape, dtype) in specs.items()
         }
+        for name in arrays:
+            # open_memmap makes sparse files; writing mapped pages on a full disk would kill the process
+            # with SIGBUS. Reserving the blocks first turns that into an OSError (ENOSPC) here instead.
+            _reserve(tmp[name])
         row = 0
         for c in range(num_chunks):
             chunk = _load_chunk(_chunk_path(out, c))
@@ -629,6 +649,10 @@ def write_sample_set(
         res = (
             int(resolution) if resolution is not None else min(int(G.img_resolution), MAX_DEFAULT_RESOLUTION)
         )
+        if truncation_cutoff is not None and not 0 <= int(truncation_cutoff) <= G.num_ws:
+            raise InputError(
+                f"--truncation-cutoff {truncation_cutoff} is outside 0..{G.num_ws} (the generator's num_ws)"
+            )
         key = {
             "n": int(n),
             "seed": int(seed),

@@ -98,9 +98,45 @@ def test_gradients_reach_every_group(tiny_face):
 
 
 def test_float64_and_module_moves(tiny_face):
-    r = FaceRenderer(tiny_face, 32, backend="torch").double()
+    r = FaceRenderer(tiny_face, 32, backend="torch")
+    with pytest.raises(InputError, match="float64"):
+        r(params.zeros(1, dtype=torch.float64))  # no silent cast: one clear error
+    with pytest.raises(InputError, match="float64"):
+        r.landmarks(params.zeros(1, dtype=torch.float64))
+    with pytest.raises(InputError):
+        tiny_face(params.zeros(1, dtype=torch.float64))
+    r = r.double()
     out = r(params.zeros(1, dtype=torch.float64))
-    assert out.image.dtype == torch.float64
+    assert out.image.dtype == torch.float64 and r.face_model.mean_shape.dtype == torch.float64
+
+
+def test_non_square_images_keep_square_pixels(tiny_face):
+    r = FaceRenderer(tiny_face, (40, 80), backend="torch")
+    from stylerig.render.camera import clip_to_pixels, project
+
+    pts = torch.tensor([[[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.0, 0.1, 0.0]]])
+    px = clip_to_pixels(project(pts, r.camera, r._aspect), (40, 80))[0]
+    dx = (px[1] - px[0]).abs().sum()
+    dy = (px[2] - px[0]).abs().sum()
+    torch.testing.assert_close(dx, dy)  # 0.1 dm is as many pixels across as down
+    torch.testing.assert_close(px[0], torch.tensor([40.0, 20.0]))
+    lm = r.landmarks(params.zeros(1))
+    torch.testing.assert_close(lm, r(params.zeros(1)).landmarks)
+
+
+def test_background_is_composited_and_checked(tiny_face):
+    r = FaceRenderer(tiny_face, 32, backend="torch")
+    p = params.zeros(2)
+    bg = torch.full((1, 3, 32, 32), 0.25)
+    out = r(p, background=bg)
+    empty = out.mask.expand_as(out.image) == 0
+    assert (out.image[empty] == 0.25).all()
+    with pytest.raises(InputError, match="batch"):
+        r(p, background=torch.zeros(3, 3, 32, 32))
+    with pytest.raises(InputError, match="NaN"):
+        r(p, background=torch.full((1, 3, 32, 32), float("nan")))
+    with pytest.raises(InputError, match="float64"):
+        r(p, background=bg.double())
 
 
 @pytest.mark.parametrize(

@@ -164,6 +164,8 @@ def test_truncation_psi_zero_gives_w_avg_and_cutoff_limits_it() -> None:
     half = G.mapping(z, truncation_psi=0.5, truncation_cutoff=3)
     assert torch.allclose(half[:, :3], G.mapping.w_avg + 0.5 * (ws1[:, :3] - G.mapping.w_avg), atol=1e-6)
     assert torch.equal(half[:, 3:], ws1[:, 3:])
+    with pytest.raises(InputError, match="cutoff"):
+        G.mapping(z, truncation_psi=0.5, truncation_cutoff=G.num_ws + 1)
 
 
 def test_noise_modes() -> None:

@@ -69,10 +69,12 @@ def test_resolve_device():
             resolve_device("cuda")
 
 
-def test_tune_allocator_is_idempotent_and_harmless():
+def test_tune_allocator_applies_on_glibc():
+    import platform
+
     from stylerig.runtime import tune_allocator
 
-    first = tune_allocator()
-    assert tune_allocator() == first
-    x = torch.randn(1 << 22)  # large allocations still work afterwards
-    assert torch.isfinite(x.sum())
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    assert tune_allocator() is True  # mallopt accepted every setting
+    assert tune_allocator() is True  # cached, idempotent

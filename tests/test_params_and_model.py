@@ -90,3 +90,59 @@ def test_constructor_validates(tiny_face):
         MorphableModel(**{**kw, "landmarks": sd["landmarks"][:67]})
     with pytest.raises(InputError, match="NaN"):
         MorphableModel(**{**kw, "mean_shape": sd["mean_shape"] * float("nan")})
+
+
+def test_from_deep3d_reorders_groups_and_angles():
+    c = torch.arange(257, dtype=torch.float64)[None]
+    p = params.from_deep3d(c)
+    assert params.get(p, "identity")[0, 0] == 0 and params.get(p, "expression")[0, 0] == 80
+    assert params.get(p, "reflectance")[0, 0] == 144
+    # Deep3DFaceRecon angles (x=pitch, y=yaw, z=roll) at 224..226 -> (yaw, pitch, roll).
+    assert params.get(p, "rotation")[0].tolist() == [225.0, 224.0, 226.0]
+    assert params.get(p, "illumination")[0, 0] == 227 and params.get(p, "translation")[0, 0] == 254
+    # Same rotation: Deep3DFaceRecon's Rz(z) Ry(y) Rx(x) equals ours with (yaw, pitch, roll) = (y, x, z).
+    from stylerig.render.camera import rotation_matrix
+
+    x, y, z = 0.3, -0.2, 0.1
+    rx = torch.tensor(
+        [
+            [1, 0, 0],
+            [0, torch.cos(torch.tensor(x)), -torch.sin(torch.tensor(x))],
+            [0, torch.sin(torch.tensor(x)), torch.cos(torch.tensor(x))],
+        ]
+    )
+    ry = torch.tensor(
+        [
+            [torch.cos(torch.tensor(y)), 0, torch.sin(torch.tensor(y))],
+            [0, 1, 0],
+            [-torch.sin(torch.tensor(y)), 0, torch.cos(torch.tensor(y))],
+        ]
+    )
+    rz = torch.tensor(
+        [
+            [torch.cos(torch.tensor(z)), -torch.sin(torch.tensor(z)), 0],
+            [torch.sin(torch.tensor(z)), torch.cos(torch.tensor(z)), 0],
+            [0, 0, 1],
+        ]
+    )
+    torch.testing.assert_close(rotation_matrix(torch.tensor([[y, x, z]]))[0], rz @ ry @ rx)
+    with pytest.raises(InputError):
+        params.from_deep3d(torch.zeros(1, 256))
+
+
+def test_malformed_saved_model_gives_asset_error(tiny_face, tmp_path):
+    from stylerig.tensorfile import save_tensors
+
+    sd = dict(tiny_face.state_dict())
+    sd["id_basis"] = sd["id_basis"][:, 0].contiguous()  # 1-D: wrong shape
+    path = tmp_path / "bad.safetensors"
+    import json
+
+    save_tensors(path, sd, {"config": json.dumps(tiny_face.config())})
+    with pytest.raises(AssetError, match="malformed"):
+        MorphableModel.load(path)
+    cfg = tiny_face.config()
+    cfg["num_components"] = {"identity": "x"}
+    save_tensors(path, tiny_face.state_dict(), {"config": json.dumps(cfg)})
+    with pytest.raises(AssetError, match="malformed"):
+        MorphableModel.load(path)

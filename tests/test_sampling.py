@@ -323,3 +323,24 @@ def test_torchrun_style_two_ranks_write_the_same_set(tmp_path: Path, gen_path: P
     assert [o.split("GENERATED")[1].strip() for o, _ in outs] == ["6", "4"]
     assert file_bytes(tmp_path / "two") == file_bytes(tmp_path / "one")
     assert SampleSet(tmp_path / "two").manifest["key"] == SampleSet(tmp_path / "one").manifest["key"]
+
+
+def test_bad_truncation_cutoff_and_full_disk(tmp_path: Path, gen_path: Path, monkeypatch) -> None:
+    with pytest.raises(InputError, match="truncation-cutoff"):
+        write(tmp_path / "a", gen_path, 4, truncation=0.7, truncation_cutoff=99)
+    assert not (tmp_path / "a" / "manifest.json").exists()
+
+    import stylerig.sampling as sampling
+
+    def no_space(fd, offset, length):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sampling.os, "posix_fallocate", no_space, raising=False)
+    out = tmp_path / "b"
+    with pytest.raises(AssetError, match="reserve"):
+        write(out, gen_path, 4)
+    assert not (out / "manifest.json").exists()
+    assert not [p for p in out.iterdir() if p.name.endswith(".npy") or ".tmp" in p.name]
+    monkeypatch.undo()
+    write(out, gen_path, 4)  # rerun after "freeing space" completes the set from its chunks
+    assert (out / "manifest.json").is_file()

@@ -83,3 +83,15 @@ def test_sh_shade_gradcheck():
     a = torch.rand(2, 7, 3, dtype=torch.float64, requires_grad=True)
     g = torch.randn(2, 27, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(sh_shade, (a, n, g))
+
+
+def test_topology_cache_never_serves_another_mesh(tiny_face):
+    """Freed triangle tensors must not hand their cached topology to a new mesh at the same address."""
+    v = tiny_face.mean_shape[None].double()
+    good = tiny_face.triangles
+    for _ in range(20):
+        shuffled = good[torch.randperm(good.shape[0])][:, [0, 2, 1]].clone()  # flipped winding
+        torch.testing.assert_close(
+            vertex_normals(v, shuffled), -reference_normals(v, good), atol=1e-12, rtol=0
+        )
+        del shuffled

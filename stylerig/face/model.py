@@ -168,6 +168,12 @@ class MorphableModel(nn.Module):
             (vertices float [B, V, 3] model space, decimetres; albedo float [B, V, 3] in [0, 1]).
         """
         check_tensor(p, "p", [None, params.NUM_PARAMS], finite=True)
+        if p.dtype != self.mean_shape.dtype or p.device != self.mean_shape.device:
+            raise InputError(
+                f"p is {p.dtype} on {p.device} but the face model is {self.mean_shape.dtype} on "
+                f"{self.mean_shape.device}",
+                hint="move one to the other, e.g. face_model.to(p.device, p.dtype)",
+            )
         g = params.split(p)
         return self.shape(g["identity"], g["expression"]), self.albedo(g["reflectance"])
 
@@ -226,20 +232,26 @@ class MorphableModel(nn.Module):
         missing = [k for k in need if k not in tensors]
         if missing:
             raise AssetError(f"face model {source or ''} lacks tensors: {', '.join(missing)}")
-        nc = dict(cfg.get("num_components", {}))  # type: ignore[arg-type]
-        trim = {"id_basis": "identity", "exp_basis": "expression", "alb_basis": "reflectance"}
-        bases = {k: tensors[k][:, : int(nc.get(g, tensors[k].shape[1]))] for k, g in trim.items()}
-        return cls(
-            tensors["mean_shape"],
-            bases["id_basis"],
-            bases["exp_basis"],
-            tensors["mean_albedo"],
-            bases["alb_basis"],
-            tensors["triangles"],
-            tensors["landmarks"],
-            tensors["skin_mask"],
-            name=str(cfg.get("name", "face-model")),
-            licence=str(cfg.get("licence", "unknown")),
-            source=source,
-            component_names=dict(cfg.get("component_names") or {}),  # type: ignore[arg-type]
-        )
+        try:
+            nc = dict(cfg.get("num_components", {}))  # type: ignore[arg-type]
+            trim = {"id_basis": "identity", "exp_basis": "expression", "alb_basis": "reflectance"}
+            bases = {k: tensors[k][:, : int(nc.get(g, tensors[k].shape[1]))] for k, g in trim.items()}
+            return cls(
+                tensors["mean_shape"],
+                bases["id_basis"],
+                bases["exp_basis"],
+                tensors["mean_albedo"],
+                bases["alb_basis"],
+                tensors["triangles"],
+                tensors["landmarks"],
+                tensors["skin_mask"],
+                name=str(cfg.get("name", "face-model")),
+                licence=str(cfg.get("licence", "unknown")),
+                source=source,
+                component_names=dict(cfg.get("component_names") or {}),  # type: ignore[arg-type]
+            )
+        except (IndexError, ValueError, TypeError, KeyError, AttributeError) as e:
+            raise AssetError(
+                f"face model {source or ''} has malformed tensors or config ({type(e).__name__}: {e})",
+                hint="delete the file and convert the source model again",
+            ) from e

@@ -407,6 +407,10 @@ class MappingNetwork(nn.Module):
             if self.w_avg_beta is None:
                 raise InputError("this generator has no w_avg, so it cannot truncate", hint="use psi = 1")
             cut = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
+            if not 0 <= cut <= self.num_ws:
+                raise InputError(
+                    f"truncation cutoff {cut} is outside 0..{self.num_ws} (this generator's num_ws)"
+                )
             ws[:, :cut] = self.w_avg.lerp(ws[:, :cut], float(truncation_psi))
         return ws
 

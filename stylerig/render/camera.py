@@ -9,8 +9,9 @@ Conventions (also in ``docs/conventions.md``):
   **roll** lifts the subject's left side (the head tilts counter-clockwise in the image).
   Angles are radians inside ``p``; degrees at every interface a person touches.
 * The camera sits on the +z axis at ``distance`` looking at the origin (towards -z), like
-  Deep3DFaceRecon (distance 10 dm, focal 1015 px at 224 px, so a vertical field of view of 12.6 deg).
-  The focal length is stored resolution-free, in NDC units: ``focal = f_px / (W / 2)``.
+  Deep3DFaceRecon (distance 10 dm, focal 1015 px at 224 px, so a field of view of 12.6 deg across the
+  width). The focal length is stored resolution-free, in NDC units: ``focal = f_px / (W / 2)``; pixels
+  are square, so a non-square image sees more or less vertically.
 * Projection produces nvdiffrast/OpenGL clip space with the **y axis flipped**, so raster row 0 is the
   *top* of the image and images need no flipping: pixel ``(x, y)`` has x right, y down, origin at the
   top-left corner of the top-left pixel, pixel centres at half-integers.
@@ -93,12 +94,13 @@ def rigid_transform(points: torch.Tensor, rotation: torch.Tensor, translation: t
     return points @ rot.transpose(1, 2) + translation[:, None, :]
 
 
-def project(points: torch.Tensor, camera: Camera = Camera()) -> torch.Tensor:
+def project(points: torch.Tensor, camera: Camera = Camera(), aspect: float = 1.0) -> torch.Tensor:
     """World space -> clip space (OpenGL, y flipped so raster row 0 is the image top).
 
     Args:
         points: float [B, V, 3] world space, decimetres.
-        camera: the camera.
+        camera: the camera (its focal length is relative to the image *width*).
+        aspect: image width / height, so that pixels stay square on non-square images.
 
     Returns:
         float [B, V, 4] clip-space positions; ``w`` = distance in front of the camera (decimetres).
@@ -107,7 +109,7 @@ def project(points: torch.Tensor, camera: Camera = Camera()) -> torch.Tensor:
     w = camera.distance - z
     n, f = camera.near, camera.far
     zc = (f + n) / (f - n) * w - 2.0 * f * n / (f - n)
-    return torch.stack([camera.focal * x, -camera.focal * y, zc, w], dim=-1)
+    return torch.stack([camera.focal * x, -camera.focal * aspect * y, zc, w], dim=-1)
 
 
 def clip_to_pixels(clip: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:

@@ -55,6 +55,16 @@ class RenderOutput:
         return RenderOutput(**{f.name: getattr(self, f.name).detach() for f in fields(self)})
 
 
+def _check_like(x: torch.Tensor, name: str, ref: torch.Tensor) -> None:
+    """``x`` must share ``ref``'s dtype and device (the renderer does not move or cast silently)."""
+    if x.dtype != ref.dtype or x.device != ref.device:
+        raise InputError(
+            f"{name} is {str(x.dtype).replace('torch.', '')} on {x.device}, but the renderer holds "
+            f"{str(ref.dtype).replace('torch.', '')} on {ref.device}",
+            hint=f"move one to the other: renderer.to({name}.device, {name}.dtype) or {name}.to(...)",
+        )
+
+
 def _resolution(resolution: int | tuple[int, int]) -> tuple[int, int]:
     if isinstance(resolution, int):
         resolution = (resolution, resolution)
@@ -92,6 +102,7 @@ class FaceRenderer(nn.Module):
         super().__init__()
         self.face_model = face_model
         self.resolution = _resolution(resolution)
+        self._aspect = self.resolution[1] / self.resolution[0]  # W / H: keeps pixels square
         self.camera = camera
         resolve_backend(backend, torch.device("cpu") if backend != "nvdiffrast" else torch.device("cuda"))
         self.backend: Backend = backend
@@ -102,6 +113,7 @@ class FaceRenderer(nn.Module):
 
     def _check(self, p: torch.Tensor) -> torch.Tensor:
         check_tensor(p, "p", [None, params.NUM_PARAMS], dtypes=(torch.float32, torch.float64), finite=True)
+        _check_like(p, "p", self.face_model.mean_shape)
         return p
 
     def geometry(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +121,7 @@ class FaceRenderer(nn.Module):
         g = params.split(self._check(p))
         verts = self.face_model.shape(g["identity"], g["expression"])
         world = cam.rigid_transform(verts, g["rotation"], g["translation"])
-        return world, cam.project(world, self.camera)
+        return world, cam.project(world, self.camera, self._aspect)
 
     def landmarks(self, p: torch.Tensor) -> torch.Tensor:
         """Projected landmarks only (cheap: touches 68 vertices, no rasterization).
@@ -127,7 +139,7 @@ class FaceRenderer(nn.Module):
         offs = g["identity"] @ fm.id_basis[rows].T + g["expression"] @ fm.exp_basis[rows].T
         verts = fm.mean_shape[lm] + offs.view(-1, lm.numel(), 3)
         world = cam.rigid_transform(verts, g["rotation"], g["translation"])
-        return cam.clip_to_pixels(cam.project(world, self.camera), self.resolution)
+        return cam.clip_to_pixels(cam.project(world, self.camera, self._aspect), self.resolution)
 
     def forward(self, p: torch.Tensor, background: torch.Tensor | None = None) -> RenderOutput:
         """Render ``p``.
@@ -147,7 +159,7 @@ class FaceRenderer(nn.Module):
         world = cam.rigid_transform(verts, rot, g["translation"])
         normals = vertex_normals(world, fm.triangles)
         colors = sh_shade(albedo, normals, g["illumination"])
-        clip = cam.project(world, self.camera)
+        clip = cam.project(world, self.camera, self._aspect)
 
         H, W = self.resolution
         B = p.shape[0]
@@ -163,7 +175,12 @@ class FaceRenderer(nn.Module):
         if background is None:
             image = image + (mask - 1.0)  # face pixels keep their colour; empty pixels become -1
         else:
-            check_tensor(background, "background", [None, 3, H, W])
+            check_tensor(
+                background, "background", [None, 3, H, W], dtypes=(torch.float32, torch.float64), finite=True
+            )
+            if background.shape[0] not in (1, B):
+                raise InputError(f"background has batch {background.shape[0]} but p has batch {B}")
+            _check_like(background, "background", p)
             image = image * mask + background * (1.0 - mask)
         landmarks = cam.clip_to_pixels(clip[:, fm.landmarks], (H, W))
         return RenderOutput(

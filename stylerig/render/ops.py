@@ -1,6 +1,8 @@
 """nvdiffrast-shaped rendering primitives with interchangeable backends.
 
-``rasterize`` and ``interpolate`` follow nvdiffrast's conventions exactly (``docs/conventions.md``):
+``rasterize`` and ``interpolate`` follow nvdiffrast's conventions (``docs/conventions.md``); the one
+difference is that the torch backend drops triangles with a vertex behind the camera (``w <= 0``)
+instead of clipping them at the near plane:
 
 * clip space is OpenGL's: visible where ``-w <= x, y, z <= w``; pixel centres sit at NDC
   ``2 (i + 0.5) / W - 1``; image row 0 is clip ``y = -1`` (the face renderer folds the flip to a

@@ -43,6 +43,7 @@ class _Topology:
     """
 
     def __init__(self, triangles: torch.Tensor, num_vertices: int, dtype: torch.dtype) -> None:
+        self.triangles = triangles  # a strong reference: its address stays unique while cached
         tri = triangles.long()
         F = tri.shape[0]
         dev = tri.device
@@ -69,11 +70,13 @@ _TOPOLOGY_CACHE: dict[tuple, _Topology] = {}
 
 
 def _topology(triangles: torch.Tensor, num_vertices: int, dtype: torch.dtype) -> _Topology:
-    # Keyed by the tensor's storage and version, so an in-place edit of ``triangles`` rebuilds it.
+    # Keyed by the tensor's address, layout and version (an in-place edit rebuilds it); the cache holds
+    # the tensor itself, so a freed tensor's address cannot be reused by another mesh while cached.
     key = (
         triangles.data_ptr(),
         triangles._version,
         tuple(triangles.shape),
+        triangles.stride(),
         num_vertices,
         dtype,
         triangles.device,
