@@ -171,7 +171,10 @@ def _generator_checks(search: list[Path]) -> list[Check]:
     for folder in search:
         for pattern in ("*.pkl", "*.pt", "*.safetensors"):
             found += [str(p) for p in sorted(folder.glob(pattern)) if "face" not in p.name.lower()]
+    world = None
     if _has("stylerig.worlds"):
+        import stylerig.worlds as world
+    if world is not None and hasattr(world, "load_world"):
         out.append(Check("generators", "built-in world", "ok", "ships with stylerig (the default)"))
     else:
         out.append(
