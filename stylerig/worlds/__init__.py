@@ -1,0 +1,13 @@
+"""The built-in synthetic world (issue 4): prior over factors, portrait scene, generator training.
+
+* :mod:`stylerig.worlds.prior` -- factor vector z [B, K] -> (p [B, 257], scene), FFHQ-like prior;
+* :mod:`stylerig.worlds.scene` -- :func:`render_portrait`: p + scene -> 128x128 portrait, mask, landmarks;
+* :mod:`stylerig.worlds.train` -- the regression recipe that teaches a StyleGAN2 generator the world.
+"""
+
+from __future__ import annotations
+
+from stylerig.worlds.prior import FACTOR_NAMES, NUM_FACTORS, factors_to_world, sample_factors
+from stylerig.worlds.scene import render_portrait
+
+__all__ = ["FACTOR_NAMES", "NUM_FACTORS", "factors_to_world", "render_portrait", "sample_factors"]

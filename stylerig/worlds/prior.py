@@ -1,0 +1,284 @@
+"""The built-in world's prior: a factor vector z [B, K] (~N(0, 1)) -> face parameters p and a scene.
+
+Every dimension of the generator's z is one *factor* of the world (``docs/world-convergence.md``,
+``../shared/reference/world-training-notes.md``: such a z trains about 4x faster than a 512-d z of which
+most dimensions are ignored). :func:`factors_to_world` is a fixed, deterministic, differentiable map
+that squashes each standard-normal factor into the FFHQ-like range of the issue: yaw mostly within
++/-30 deg with tails to +/-45 deg, little roll, mostly neutral or smiling, some open jaws, mostly
+frontal light, varied identity and skin tone. ``z_from_seeds(seeds, NUM_FACTORS)`` therefore always
+maps to a valid portrait. Unlisted components of p are 0.
+
+Notation: ``z`` is the factor, ``s(x) = 1 / (1 + exp(-x))``, ``sp(x) = log(1 + exp(x))``; "sd" = the
+face model's standard deviations; angles in degrees (stored in radians in p); colours in the image's
+[-1, 1] units unless stated.
+
+=====  ====================  ======================================  ==========================================
+index  factor                maps to                                 value = f(z) (range; distribution)
+=====  ====================  ======================================  ==========================================
+0      yaw                   rotation yaw                            45 tanh(0.5 z) deg (|.| < 45; 89% within 30)
+1      pitch                 rotation pitch (+ = nose down)          20 tanh(0.4 z) deg (|.| < 20; 71% within 8)
+2      roll                  rotation roll                           12 tanh(0.35 z) deg (|.| < 12; 68% within 4)
+3      face_width            identity ``face_width``                 z sd
+4      face_length           identity ``face_length``                z sd
+5      jaw_width             identity ``jaw_width``                  z sd
+6      nose_length           identity ``nose_length``                z sd
+7      nose_width            identity ``nose_width``                 z sd
+8      eye_size              identity ``eye_size``                   0.8 z sd
+9      cheek_fullness        identity ``cheek_fullness``             z sd
+10     jaw_open              expression ``jaw_open`` (one-sided)     1.6 sp(2.5 (z - 0.9)) / 2.5 sd (>= 0; ~0 for
+                                                                     z < 0.5, 1.2 sd at z = 1.6; 17% > 0.5 sd)
+11     smile                 expression ``smile``                    2.2 s(3 (z - 0.2)) - 0.15 sd (-0.15..2.05;
+                                                                     46% below 0.5 sd, 42% above 1 sd)
+12     eye_close             expression ``eye_close``                0.3 z + 2.6 s(5 (z - 2.2)) sd (2% blinks)
+13     brow_raise            expression ``brow_raise``               0.6 z sd
+14     smile_asym            expression ``smile_asym``               0.25 z sd
+15     mouth_stretch         expression ``mouth_stretch``            0.3 z sd
+16     skin_tone             reflectance ``skin_tone``               2.4 tanh(0.5 z) sd (-2.4..2.4: dark..light)
+17     redness               reflectance ``redness``                 0.7 z sd
+18     yellowness            reflectance ``yellowness``              0.7 z sd
+19     lip_colour            reflectance ``lip_colour``              0.7 z sd
+20     hair_lightness        reflectance ``hair_lightness``          z sd (also the hair silhouette's colour)
+21     hair_redness          reflectance ``hair_redness``            0.7 z sd
+22     light_azimuth         key light azimuth (+ = from image       35 tanh(0.6 z) deg (mostly frontal)
+                             right)
+23     light_elevation       key light elevation                     20 + 15 tanh(0.6 z) deg (5..35, from above)
+24     light_strength        key light strength (SH band 1)          0.45 + 0.2 tanh(0.7 z) (0.25..0.65)
+25     ambient               change of the SH constant band          0.15 tanh(0.7 z) (-0.15..0.15)
+26     light_warmth          light colour: R x (1 + w), B x (1 - w)  w = 0.08 tanh(z) (warm / cool tint)
+27     bg_lightness          background mean grey level              0.6 tanh(0.8 z) (-0.6..0.6)
+28     bg_chroma_rg          background red-green offset             0.2 tanh(0.8 z)
+29     bg_chroma_yb          background yellow-blue offset           0.2 tanh(0.8 z)
+30     bg_gradient           background brightness change over the   0.35 tanh(0.8 z) (+ = lighter at the top)
+                             gradient axis
+31     bg_gradient_angle     gradient axis angle from vertical       40 tanh(0.6 z) deg
+32     shirt_lightness       shirt grey level (linear RGB albedo)    0.08 + 0.55 s(1.4 z) (0.08..0.63)
+33     shirt_hue             shirt hue angle                         180 tanh(0.5 z) deg (any hue; chroma below)
+34     shirt_chroma          shirt colour saturation                 0.5 s(1.5 z) (0 = grey .. 0.5)
+35     shoulder_width        torso half-width                        (0.95 + 0.12 tanh(0.8 z)) x image width / 2
+36     hair_volume           hair silhouette size beyond the skull   0.5 + 0.5 tanh(0.8 z) (0 = cropped .. 1)
+37     hair_length           how far the hair falls below the ears   s(1.5 (z - 0.3)) (0 = short .. 1 = long)
+=====  ====================  ======================================  ==========================================
+
+Fixed (not factors): translation ``(0, TRANSLATION_Y, TRANSLATION_Z)`` = (0, -0.04, -3.5) dm so the head
+(crown to chin about 2.2 dm) fits the fixed camera's 128x128 view with a margin above it and room for
+the shoulders below; all other p components are 0.
+
+Example:
+    >>> from stylerig.gan.latents import z_from_seeds
+    >>> p, scene = factors_to_world(z_from_seeds([0, 1], NUM_FACTORS))
+    >>> p.shape, scene["background"].shape
+    (torch.Size([2, 257]), torch.Size([2, 3]))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from stylerig import params
+from stylerig.errors import InputError
+from stylerig.face.procedural import EXPRESSION_NAMES, IDENTITY_NAMES, REFLECTANCE_NAMES
+from stylerig.render.shading import sh_basis
+
+__all__ = [
+    "FACTOR_NAMES",
+    "NUM_FACTORS",
+    "SCENE_KEYS",
+    "TRANSLATION_Y",
+    "TRANSLATION_Z",
+    "factors_to_world",
+    "sample_factors",
+]
+
+#: The world's factors, in z order (see the table in the module docstring).
+FACTOR_NAMES: tuple[str, ...] = (
+    "yaw",
+    "pitch",
+    "roll",
+    "face_width",
+    "face_length",
+    "jaw_width",
+    "nose_length",
+    "nose_width",
+    "eye_size",
+    "cheek_fullness",
+    "jaw_open",
+    "smile",
+    "eye_close",
+    "brow_raise",
+    "smile_asym",
+    "mouth_stretch",
+    "skin_tone",
+    "redness",
+    "yellowness",
+    "lip_colour",
+    "hair_lightness",
+    "hair_redness",
+    "light_azimuth",
+    "light_elevation",
+    "light_strength",
+    "ambient",
+    "light_warmth",
+    "bg_lightness",
+    "bg_chroma_rg",
+    "bg_chroma_yb",
+    "bg_gradient",
+    "bg_gradient_angle",
+    "shirt_lightness",
+    "shirt_hue",
+    "shirt_chroma",
+    "shoulder_width",
+    "hair_volume",
+    "hair_length",
+)
+NUM_FACTORS: int = len(FACTOR_NAMES)
+_F = {name: i for i, name in enumerate(FACTOR_NAMES)}
+
+#: Fixed head placement (decimetres): the camera is fixed (:mod:`stylerig.render.camera`).
+TRANSLATION_Y = -0.04
+TRANSLATION_Z = -3.5
+
+#: Keys of the scene dict, each a float tensor [B, n].
+SCENE_KEYS: tuple[str, ...] = (
+    "background",  # [B, 3] mean background colour, [-1, 1]
+    "bg_gradient",  # [B, 1] brightness change along the gradient axis ([-1, 1] units)
+    "bg_gradient_angle",  # [B, 1] radians from vertical
+    "shirt",  # [B, 3] shirt albedo, linear RGB [0, 1]
+    "shoulder_width",  # [B, 1] torso half-width, fraction of the half image width
+    "hair_volume",  # [B, 1] 0..1
+    "hair_length",  # [B, 1] 0..1
+)
+
+_IDENTITY = {  # factor -> (identity component, sd per unit)
+    "face_width": 1.0,
+    "face_length": 1.0,
+    "jaw_width": 1.0,
+    "nose_length": 1.0,
+    "nose_width": 1.0,
+    "eye_size": 0.8,
+    "cheek_fullness": 1.0,
+}
+_REFLECTANCE_LINEAR = {
+    "redness": 0.7,
+    "yellowness": 0.7,
+    "lip_colour": 0.7,
+    "hair_lightness": 1.0,
+    "hair_redness": 0.7,
+}
+
+
+def sample_factors(seeds: Sequence[int]) -> torch.Tensor:
+    """The factor vectors of ``seeds``: exactly the generator's z (``z_from_seeds(seeds, NUM_FACTORS)``)."""
+    from stylerig.gan.latents import z_from_seeds
+
+    return z_from_seeds(list(seeds), NUM_FACTORS)
+
+
+def _key_light(azimuth: torch.Tensor, elevation: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+    """Band-1 SH coefficients [B, 9] (band 0 and 2 zero) of a white light from (azimuth, elevation)."""
+    d = torch.stack(
+        [
+            torch.sin(azimuth) * torch.cos(elevation),
+            torch.sin(elevation),
+            torch.cos(azimuth) * torch.cos(elevation),
+        ],
+        -1,
+    )
+    y = sh_basis(d)  # [B, 9]
+    y1 = y[:, 1:4] / y[:, :1]
+    out = torch.zeros(d.shape[0], 9, dtype=d.dtype, device=d.device)
+    out[:, 1:4] = strength[:, None] * y1 / y1.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return out
+
+
+def factors_to_world(z: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Map factor vectors to face parameters and scene parameters (deterministic, differentiable).
+
+    Args:
+        z: float [B, NUM_FACTORS], each factor ~N(0, 1) (any finite value is valid).
+
+    Returns:
+        ``(p, scene)``: p float [B, 257] (:mod:`stylerig.params`, rotation in radians) and a dict of
+        float tensors keyed by :data:`SCENE_KEYS` (see there), all in z's dtype and device.
+    """
+    if z.ndim != 2 or z.shape[1] != NUM_FACTORS:
+        raise InputError(f"factors must have shape [B, {NUM_FACTORS}], got {list(z.shape)}")
+    if not torch.isfinite(z).all():
+        raise InputError("factors must be finite")
+    B = z.shape[0]
+    f = {name: z[:, i] for name, i in _F.items()}
+    deg = math.pi / 180.0
+    sig, tanh, sp = torch.sigmoid, torch.tanh, torch.nn.functional.softplus
+
+    rotation = torch.stack(
+        [
+            45.0 * deg * tanh(0.5 * f["yaw"]),
+            20.0 * deg * tanh(0.4 * f["pitch"]),
+            12.0 * deg * tanh(0.35 * f["roll"]),
+        ],
+        -1,
+    )
+    identity = z.new_zeros(B, params.SIZES["identity"])
+    for name, scale in _IDENTITY.items():
+        identity[:, IDENTITY_NAMES.index(name)] = scale * f[name]
+    expression = z.new_zeros(B, params.SIZES["expression"])
+    e = EXPRESSION_NAMES.index
+    expression[:, e("jaw_open")] = 1.6 * sp(2.5 * (f["jaw_open"] - 0.9)) / 2.5
+    expression[:, e("smile")] = 2.2 * sig(3.0 * (f["smile"] - 0.2)) - 0.15
+    expression[:, e("eye_close")] = 0.3 * f["eye_close"] + 2.6 * sig(5.0 * (f["eye_close"] - 2.2))
+    expression[:, e("brow_raise")] = 0.6 * f["brow_raise"]
+    expression[:, e("smile_asym")] = 0.25 * f["smile_asym"]
+    expression[:, e("mouth_stretch")] = 0.3 * f["mouth_stretch"]
+    reflectance = z.new_zeros(B, params.SIZES["reflectance"])
+    reflectance[:, REFLECTANCE_NAMES.index("skin_tone")] = 2.4 * tanh(0.5 * f["skin_tone"])
+    for name, scale in _REFLECTANCE_LINEAR.items():
+        reflectance[:, REFLECTANCE_NAMES.index(name)] = scale * f[name]
+
+    key = _key_light(
+        35.0 * deg * tanh(0.6 * f["light_azimuth"]),
+        (20.0 + 15.0 * tanh(0.6 * f["light_elevation"])) * deg,
+        0.45 + 0.2 * tanh(0.7 * f["light_strength"]),
+    )
+    key[:, 0] = 0.15 * tanh(0.7 * f["ambient"])
+    warmth = 0.08 * tanh(f["light_warmth"])
+    tint = torch.stack([1.0 + warmth, torch.ones_like(warmth), 1.0 - warmth], -1)  # [B, 3]
+    # Channel-major 3 x 9; the tint scales each channel's whole light (ambient default included).
+    from stylerig.render.shading import AMBIENT
+
+    ambient = torch.zeros(9, dtype=z.dtype, device=z.device)
+    ambient[0] = AMBIENT
+    illumination = (tint[:, :, None] * (key[:, None, :] + ambient) - ambient).reshape(B, 27)
+
+    translation = z.new_zeros(B, 3)
+    translation[:, 1] = TRANSLATION_Y
+    translation[:, 2] = TRANSLATION_Z
+    p = params.concat(
+        identity=identity,
+        expression=expression,
+        reflectance=reflectance,
+        illumination=illumination,
+        rotation=rotation,
+        translation=translation,
+    )
+
+    lum = 0.6 * tanh(0.8 * f["bg_lightness"])
+    rg = 0.2 * tanh(0.8 * f["bg_chroma_rg"])
+    yb = 0.2 * tanh(0.8 * f["bg_chroma_yb"])
+    background = torch.stack([lum + rg + 0.5 * yb, lum - rg + 0.5 * yb, lum - yb], -1)
+    light = 0.08 + 0.55 * sig(1.4 * f["shirt_lightness"])
+    hue = math.pi * tanh(0.5 * f["shirt_hue"])
+    chroma = 0.5 * sig(1.5 * f["shirt_chroma"])
+    phases = torch.tensor([0.0, 2.0 * math.pi / 3.0, 4.0 * math.pi / 3.0], dtype=z.dtype, device=z.device)
+    shirt = light[:, None] * (1.0 + chroma[:, None] * torch.cos(hue[:, None] - phases))
+    scene = {
+        "background": background,
+        "bg_gradient": (0.35 * tanh(0.8 * f["bg_gradient"]))[:, None],
+        "bg_gradient_angle": (40.0 * deg * tanh(0.6 * f["bg_gradient_angle"]))[:, None],
+        "shirt": shirt.clamp(0.0, 1.0),
+        "shoulder_width": (0.95 + 0.12 * tanh(0.8 * f["shoulder_width"]))[:, None],
+        "hair_volume": (0.5 + 0.5 * tanh(0.8 * f["hair_volume"]))[:, None],
+        "hair_length": sig(1.5 * (f["hair_length"] - 0.3))[:, None],
+    }
+    return p, scene

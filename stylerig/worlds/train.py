@@ -1,0 +1,302 @@
+"""Regression recipe that teaches a StyleGAN2 generator the built-in world (groundwork for issue 4).
+
+The generator is the project's :class:`~stylerig.gan.Generator` (NVIDIA parameter names) at 128x128,
+w_dim 512, 12 ws, with ``z_dim = NUM_FACTORS``: every z dimension is one world factor
+(:mod:`stylerig.worlds.prior`). Each step draws a fresh batch of factor vectors from a seeded torch RNG,
+renders their portraits (:func:`stylerig.worlds.scene.render_portrait`) and regresses
+``G(z, noise_mode="const")`` onto them with ``L1 + L2`` (face pixels weighted ``1 + face_weight``), Adam.
+
+Outputs in ``out_dir``: ``checkpoint.safetensors`` (generator + Adam state + step + RNG state + elapsed
+time; resumed exactly), ``log.jsonl`` (one line per evaluation: held-out PSNR inside the face mask and
+over the whole image, in [-1, 1] units with peak-to-peak 2, mean over :data:`HELD_OUT` seeds),
+``generator.safetensors`` (:func:`stylerig.gan.save_generator`, written with every checkpoint) and
+``run.json``.
+
+Run for a time budget: ``python -m stylerig.worlds.train --out runs/world --minutes 10`` (it resumes
+when ``out_dir`` holds a checkpoint, so a long build can be run in parts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stylerig.face import load_face_model
+from stylerig.gan import Generator, save_generator
+from stylerig.render import FaceRenderer
+from stylerig.tensorfile import load_tensors, save_tensors
+from stylerig.worlds.prior import NUM_FACTORS, factors_to_world, sample_factors
+from stylerig.worlds.scene import render_portrait
+
+__all__ = [
+    "HELD_OUT",
+    "TrainConfig",
+    "build_generator",
+    "evaluate",
+    "psnr",
+    "train_world_generator",
+]
+
+#: Held-out seeds for PSNR (z = ``z_from_seeds(HELD_OUT, NUM_FACTORS)``), never used for training
+#: (training z come from a torch RNG, not from integer seeds).
+HELD_OUT: tuple[int, ...] = tuple(range(1_000_000, 1_000_128))
+RESOLUTION = 128
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the recipe (all stored in the checkpoint; a resume must use the same ones)."""
+
+    batch: int = 16
+    lr: float = 2e-3
+    beta1: float = 0.0
+    beta2: float = 0.99
+    channel_base: int = 4096
+    channel_max: int = 128
+    mapping_layers: int = 4
+    mapping_lr_multiplier: float = 1.0
+    face_weight: float = 1.0  # extra L1 + L2 weight inside the face mask
+    eval_every: int = 100  # steps
+    checkpoint_every: int = 200  # steps
+    eval_seeds: int = len(HELD_OUT)
+    threads: int = 2  # torch threads of the command line (the library call leaves them alone)
+
+    def generator_kwargs(self) -> dict[str, Any]:
+        return {
+            "z_dim": NUM_FACTORS,
+            "c_dim": 0,
+            "w_dim": 512,
+            "img_resolution": RESOLUTION,
+            "img_channels": 3,
+            "mapping_kwargs": {
+                "num_layers": self.mapping_layers,
+                "lr_multiplier": self.mapping_lr_multiplier,
+            },
+            "synthesis_kwargs": {"channel_base": self.channel_base, "channel_max": self.channel_max},
+        }
+
+
+def build_generator(cfg: TrainConfig, seed: int = 0) -> Generator:
+    """A freshly initialised world generator (weights from ``torch.manual_seed(seed)``)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        G = Generator(**cfg.generator_kwargs())
+    return G
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image PSNR [B] in [-1, 1] units (peak-to-peak 2), over the pixels where ``mask`` [B,1,H,W] is 1."""
+    se = (pred - target).pow(2)
+    if mask is None:
+        mse = se.flatten(1).mean(1)
+    else:
+        m = mask.expand_as(se)
+        mse = (se * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1.0)
+    return 10.0 * torch.log10(4.0 / mse.clamp_min(1e-10))
+
+
+class _World:
+    """The renderer and the held-out targets (rendered once)."""
+
+    def __init__(self, eval_seeds: int) -> None:
+        self.renderer = FaceRenderer(load_face_model(), RESOLUTION, backend="torch")
+        self.z_eval = sample_factors(HELD_OUT[:eval_seeds])
+        with torch.no_grad():
+            self.eval_images, self.eval_masks = self.render(self.z_eval)
+
+    def render(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out_i, out_m = [], []
+        for part in z.split(32):
+            p, scene = factors_to_world(part)
+            img, mask, _ = render_portrait(self.renderer, p, scene)
+            out_i.append(img)
+            out_m.append(mask)
+        return torch.cat(out_i), torch.cat(out_m)
+
+
+@torch.no_grad()
+def evaluate(G: Generator, world: _World) -> dict[str, float]:
+    """Mean held-out PSNR (face mask and whole image) of ``G`` against the world's renders."""
+    preds = torch.cat([G(z, noise_mode="const") for z in world.z_eval.split(16)])
+    return {
+        "psnr_face": float(psnr(preds, world.eval_images, world.eval_masks).mean()),
+        "psnr_all": float(psnr(preds, world.eval_images).mean()),
+    }
+
+
+def _loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, face_weight: float) -> torch.Tensor:
+    d = pred - target
+    per_pixel = d.abs() + d.pow(2)
+    return (per_pixel * (1.0 + face_weight * mask)).mean()
+
+
+def _save_checkpoint(
+    path: Path, G: Generator, opt: torch.optim.Optimizer, rng: torch.Generator, step: int, elapsed: float, cfg
+) -> None:
+    tensors: dict[str, torch.Tensor] = {f"G.{k}": v for k, v in G.state_dict().items()}
+    names = [n for n, _ in G.named_parameters()]
+    for i, prm in enumerate(G.parameters()):
+        st = opt.state.get(prm)
+        if st:
+            tensors[f"opt.{names[i]}.exp_avg"] = st["exp_avg"]
+            tensors[f"opt.{names[i]}.exp_avg_sq"] = st["exp_avg_sq"]
+            tensors[f"opt.{names[i]}.step"] = torch.as_tensor(st["step"], dtype=torch.float64).reshape(1)
+    tensors["rng_state"] = rng.get_state()
+    meta = {
+        "format": "stylerig-world-train-checkpoint",
+        "step": str(step),
+        "elapsed_s": repr(float(elapsed)),
+        "config": json.dumps(asdict(cfg)),
+        "generator_config": json.dumps(G.config),
+    }
+    save_tensors(path, tensors, meta)
+
+
+def _load_checkpoint(
+    path: Path, G: Generator, opt: torch.optim.Optimizer, rng: torch.Generator
+) -> tuple[int, float, dict]:
+    tensors, meta = load_tensors(path, what="world training checkpoint", hint="delete it to start afresh")
+    G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
+    named = dict(G.named_parameters())
+    for name, prm in named.items():
+        key = f"opt.{name}"
+        if f"{key}.exp_avg" in tensors:
+            opt.state[prm] = {
+                "step": tensors[f"{key}.step"].reshape(()).to(torch.float32),
+                "exp_avg": tensors[f"{key}.exp_avg"].clone(),
+                "exp_avg_sq": tensors[f"{key}.exp_avg_sq"].clone(),
+            }
+    rng.set_state(tensors["rng_state"])
+    return int(meta["step"]), float(meta["elapsed_s"]), json.loads(meta["config"])
+
+
+def train_world_generator(
+    out_dir: str | os.PathLike[str],
+    steps: int | None = None,
+    *,
+    minutes: float | None = None,
+    resume: bool = True,
+    seed: int = 0,
+    config: TrainConfig | None = None,
+    log: bool = True,
+) -> Generator:
+    """Train (or continue training) the world generator.
+
+    Args:
+        out_dir: output folder (checkpoint, log.jsonl, generator.safetensors, run.json).
+        steps: stop when the total step count reaches this (None = no step limit).
+        minutes: stop when the total training wall time (summed over resumed parts) reaches this.
+        resume: continue from ``out_dir/checkpoint.safetensors`` when it exists.
+        seed: seeds the weights and the training data stream.
+        config: :class:`TrainConfig` (default settings when None); a resume must keep the network and the
+            batch size; the learning rate may change between parts (a schedule run by hand).
+        log: print one line per evaluation.
+
+    Returns:
+        The trained :class:`~stylerig.gan.Generator` (also saved in ``out_dir``).
+    """
+    if steps is None and minutes is None:
+        raise ValueError("give steps or minutes")
+    cfg = config or TrainConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    G = build_generator(cfg, seed)
+    G.train()
+    opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
+    rng = torch.Generator().manual_seed(seed)
+    step, elapsed = 0, 0.0
+    ckpt = out / "checkpoint.safetensors"
+    if resume and ckpt.is_file():
+        step, elapsed, saved_cfg = _load_checkpoint(ckpt, G, opt, rng)
+        # Settings that may change between parts (a learning-rate schedule, logging); the rest fix the
+        # network and the data stream.
+        free = {
+            "threads",
+            "lr",
+            "beta1",
+            "beta2",
+            "face_weight",
+            "eval_every",
+            "checkpoint_every",
+            "eval_seeds",
+        }
+        now = {k: v for k, v in asdict(cfg).items() if k not in free}
+        if {k: v for k, v in saved_cfg.items() if k not in free} != now:
+            raise ValueError(f"{ckpt} was written with different settings: {saved_cfg}")
+    from stylerig.outputs import write_run_json
+
+    write_run_json(out, command="stylerig.worlds.train", arguments={**asdict(cfg), "seed": seed}, seed=seed)
+    world = _World(cfg.eval_seeds)
+    log_path = out / "log.jsonl"
+    wall0 = time.perf_counter()
+
+    def checkpoint() -> None:
+        with torch.no_grad():  # w_avg for truncation: the mean w over the held-out factors
+            G.mapping.w_avg.copy_(G.mapping(world.z_eval)[:, 0].mean(0))
+        _save_checkpoint(ckpt, G, opt, rng, step, elapsed, cfg)
+        save_generator(G, out / "generator.safetensors")
+
+    def evaluation() -> None:
+        rec = {"step": step, "minutes": round(elapsed / 60.0, 3), **evaluate(G, world)}
+        rec["wall_minutes_this_run"] = round((time.perf_counter() - wall0) / 60.0, 3)
+        rec["steps_per_min"] = round(step / max(elapsed / 60.0, 1e-9), 2)
+        with open(log_path, "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        if log:
+            print(json.dumps(rec), flush=True)
+
+    if step == 0 and cfg.eval_every > 0:
+        evaluation()
+    last_loss = math.nan
+    while (steps is None or step < steps) and (minutes is None or elapsed < minutes * 60.0):
+        t0 = time.perf_counter()
+        z = torch.randn(cfg.batch, NUM_FACTORS, generator=rng)
+        with torch.no_grad():
+            target, mask = world.render(z)
+        pred = G(z, noise_mode="const")
+        loss = _loss(pred, target, mask, cfg.face_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        last_loss = float(loss.detach())
+        step += 1
+        elapsed += time.perf_counter() - t0
+        if cfg.eval_every > 0 and step % cfg.eval_every == 0:
+            evaluation()
+        if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0:
+            checkpoint()
+    checkpoint()
+    if log:
+        print(
+            f"stopped at step {step} after {elapsed / 60.0:.2f} min (last loss {last_loss:.4f})", flush=True
+        )
+    return G
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="output folder (resumed when it holds a checkpoint)")
+    ap.add_argument("--minutes", type=float, default=None, help="total training wall-time budget")
+    ap.add_argument("--steps", type=int, default=None, help="total step budget")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-resume", action="store_true")
+    for f in fields(TrainConfig):
+        ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    a = ap.parse_args(argv)
+    cfg = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig)})
+    torch.set_num_threads(cfg.threads)
+    if a.minutes is None and a.steps is None:
+        ap.error("give --minutes or --steps")
+    train_world_generator(a.out, a.steps, minutes=a.minutes, resume=not a.no_resume, seed=a.seed, config=cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The built-in world's groundwork: factor prior, portrait scene, and the resumable training recipe."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from stylerig import params
+from stylerig.face import load_face_model
+from stylerig.face.procedural import EXPRESSION_NAMES, ONE_SIDED_EXPRESSIONS
+from stylerig.gan.latents import z_from_seeds
+from stylerig.render import FaceRenderer
+from stylerig.worlds import NUM_FACTORS, factors_to_world, render_portrait, sample_factors
+from stylerig.worlds.prior import FACTOR_NAMES, SCENE_KEYS
+
+
+@pytest.fixture(scope="module")
+def renderer() -> FaceRenderer:
+    return FaceRenderer(load_face_model(), 128, backend="torch")
+
+
+def _check_valid(p: torch.Tensor, scene: dict[str, torch.Tensor], batch: int) -> None:
+    assert p.shape == (batch, params.NUM_PARAMS) and p.dtype == torch.float32
+    assert torch.isfinite(p).all()
+    rot = params.get(p, "rotation")
+    assert rot[:, 0].abs().max() <= math.radians(45.0) + 1e-6
+    assert rot[:, 1:].abs().max() <= math.radians(20.0) + 1e-6
+    exp = params.get(p, "expression")
+    for name in ONE_SIDED_EXPRESSIONS:
+        assert (exp[:, EXPRESSION_NAMES.index(name)] >= 0).all(), name
+    assert set(scene) == set(SCENE_KEYS)
+    for v in scene.values():
+        assert v.shape[0] == batch and torch.isfinite(v).all()
+    assert (scene["shirt"] >= 0).all() and (scene["shirt"] <= 1).all()
+
+
+def test_prior_maps_seeds_deterministically_to_valid_params() -> None:
+    assert len(FACTOR_NAMES) == NUM_FACTORS == len(set(FACTOR_NAMES))
+    seeds = list(range(64))
+    z = sample_factors(seeds)
+    assert torch.equal(z, z_from_seeds(seeds, NUM_FACTORS))
+    p1, s1 = factors_to_world(z)
+    p2, s2 = factors_to_world(sample_factors(seeds))
+    assert torch.equal(p1, p2) and all(torch.equal(s1[k], s2[k]) for k in s1)
+    _check_valid(p1, s1, 64)
+    # Extreme factors still give a valid portrait (every map is squashed or one-sided).
+    extreme = torch.cat([torch.full((1, NUM_FACTORS), 8.0), torch.full((1, NUM_FACTORS), -8.0)])
+    _check_valid(*factors_to_world(extreme), 2)
+
+
+def test_prior_matches_the_issue_statistics() -> None:
+    p, _ = factors_to_world(sample_factors(range(2000)))
+    yaw = params.get(p, "rotation")[:, 0].rad2deg()
+    assert 0.8 < (yaw.abs() < 30).float().mean() < 0.95  # mostly within 30 deg, tails beyond
+    assert (yaw.abs() > 35).any()
+    roll = params.get(p, "rotation")[:, 2].rad2deg()
+    assert roll.abs().median() < 4.0
+    smile = params.get(p, "expression")[:, EXPRESSION_NAMES.index("smile")]
+    jaw = params.get(p, "expression")[:, EXPRESSION_NAMES.index("jaw_open")]
+    assert (smile > 1.0).float().mean() > 0.3 and (smile < 0.5).float().mean() > 0.3
+    assert 0.1 < (jaw > 0.5).float().mean() < 0.35
+
+
+def test_portrait_shapes_ranges_and_agreement_with_the_renderer(renderer: FaceRenderer) -> None:
+    p, scene = factors_to_world(sample_factors(range(6)))
+    image, mask, lm = render_portrait(renderer, p, scene)
+    assert image.shape == (6, 3, 128, 128) and mask.shape == (6, 1, 128, 128) and lm.shape == (6, 68, 2)
+    assert torch.isfinite(image).all() and image.min() >= -1 and image.max() <= 1
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    ref = renderer(p)
+    assert torch.allclose(lm, ref.landmarks)
+    assert (mask <= ref.mask).all()  # the shirt only hides (the lower neck)
+    # On the head itself -- every row above the chin -- the mask is exactly the renderer's.
+    rows = torch.arange(128).view(1, 1, 128, 1)
+    above_chin = rows < lm[:, :, 1].max(dim=1).values.view(-1, 1, 1, 1)
+    assert torch.equal(mask * above_chin, ref.mask * above_chin)
+    # Whole head inside the frame with a margin; a portrait, not a floating mask (the bottom is clothed).
+    assert lm.min() > 10 and lm.max() < 118
+    recoloured = dict(scene, shirt=1.0 - scene["shirt"])
+    changed = (render_portrait(renderer, p, recoloured)[0] - image).abs().amax(dim=1)[:, -1]  # bottom row
+    assert ((changed > 0.02).float().mean(dim=1) > 0.5).all()
+    # Above the nose tip (clear of the collar's soft edge) the image is the bare render's face.
+    above_nose = rows < lm[:, 33, 1].view(-1, 1, 1, 1)
+    m = (mask * above_nose).bool().expand_as(image)
+    assert torch.allclose(image[m], ref.image.clamp(-1, 1)[m], atol=1e-5)
+
+
+def test_training_writes_checkpoints_and_resumes_exactly(tmp_path) -> None:
+    from stylerig.gan import load_generator
+    from stylerig.worlds.train import TrainConfig, train_world_generator
+
+    cfg = TrainConfig(
+        batch=2,
+        channel_base=256,
+        channel_max=8,
+        mapping_layers=2,
+        eval_every=2,
+        checkpoint_every=2,
+        eval_seeds=2,
+    )
+    parted = tmp_path / "parted"
+    train_world_generator(parted, 2, config=cfg, log=False)
+    assert (parted / "checkpoint.safetensors").is_file() and (parted / "log.jsonl").is_file()
+    G_parted = train_world_generator(parted, 4, config=cfg, log=False)
+    G_whole = train_world_generator(tmp_path / "whole", 4, config=cfg, log=False)
+    a, b = G_parted.state_dict(), G_whole.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    lines = (parted / "log.jsonl").read_text().splitlines()
+    assert [int(x.split('"step": ')[1].split(",")[0]) for x in lines] == [0, 2, 4]
+    G = load_generator(parted / "generator.safetensors")
+    assert G.z_dim == NUM_FACTORS and G.w_dim == 512 and G.num_ws == 12 and G.img_resolution == 128
+    z = sample_factors([1, 2])
+    assert torch.allclose(G(z), G_whole(z), atol=1e-5)
