@@ -113,3 +113,15 @@ def test_training_writes_checkpoints_and_resumes_exactly(tmp_path) -> None:
     assert G.z_dim == NUM_FACTORS and G.w_dim == 512 and G.num_ws == 12 and G.img_resolution == 128
     z = sample_factors([1, 2])
     assert torch.allclose(G(z), G_whole(z), atol=1e-5)
+
+
+def test_feature_map_peaks_on_the_inner_landmarks() -> None:
+    from stylerig.worlds.train import feature_map
+
+    lm = torch.full((1, 68, 2), -100.0)  # off-image
+    lm[0, 30] = torch.tensor([20.5, 40.5])  # nose tip at pixel (x=20, y=40)
+    lm[0, 5] = torch.tensor([60.5, 60.5])  # a jaw point: not a feature
+    f = feature_map(lm, 64)
+    assert f.shape == (1, 1, 64, 64)
+    assert f[0, 0, 40, 20] == pytest.approx(1.0, abs=1e-6)
+    assert f[0, 0, 60, 60] < 1e-6 and f[0, 0, 40, 30] < 0.01

@@ -4,7 +4,8 @@ The generator is the project's :class:`~stylerig.gan.Generator` (NVIDIA paramete
 w_dim 512, 12 ws, with ``z_dim = NUM_FACTORS``: every z dimension is one world factor
 (:mod:`stylerig.worlds.prior`). Each step draws a fresh batch of factor vectors from a seeded torch RNG,
 renders their portraits (:func:`stylerig.worlds.scene.render_portrait`) and regresses
-``G(z, noise_mode="const")`` onto them with ``L1 + L2`` (face pixels weighted ``1 + face_weight``), Adam.
+``G(z, noise_mode="const")`` onto them with ``L1 + L2`` (pixels weighted ``1 + face_weight * face mask +
+feature_weight * feature map``, see :func:`feature_map`), Adam.
 
 Outputs in ``out_dir``: ``checkpoint.safetensors`` (generator + Adam state + step + RNG state + elapsed
 time; resumed exactly), ``log.jsonl`` (one line per evaluation: held-out PSNR inside the face mask and
@@ -29,6 +30,7 @@ from typing import Any
 
 import torch
 
+from stylerig.errors import InputError
 from stylerig.face import load_face_model
 from stylerig.gan import Generator, save_generator
 from stylerig.render import FaceRenderer
@@ -64,6 +66,7 @@ class TrainConfig:
     mapping_layers: int = 4
     mapping_lr_multiplier: float = 1.0
     face_weight: float = 1.0  # extra L1 + L2 weight inside the face mask
+    feature_weight: float = 0.0  # extra weight near the brow, eye, nose and mouth landmarks (17-67)
     eval_every: int = 100  # steps
     checkpoint_every: int = 200  # steps
     eval_seeds: int = len(HELD_OUT)
@@ -103,6 +106,24 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = N
     return 10.0 * torch.log10(4.0 / mse.clamp_min(1e-10))
 
 
+def feature_map(landmarks: torch.Tensor, size: int, sigma: float = 2.5) -> torch.Tensor:
+    """Soft map [B, 1, size, size] in [0, 1] around the inner-face landmarks (brows, eyes, nose, mouth).
+
+    The facial features are a few percent of the face pixels, so a plain loss (and the face PSNR) is
+    dominated by smooth skin; this map lets the recipe weight, and the log measure, the features alone.
+
+    Args:
+        landmarks: float [B, 68, 2] pixels (x right, y down).
+        size: image size in pixels.
+        sigma: Gaussian radius in pixels.
+    """
+    lm = landmarks[:, 17:]  # [B, 51, 2]
+    c = torch.arange(size, device=lm.device, dtype=lm.dtype) + 0.5
+    gx = torch.exp(-((c.view(1, 1, -1) - lm[..., 0:1]) ** 2) / (2 * sigma**2))  # [B, 51, W]
+    gy = torch.exp(-((c.view(1, 1, -1) - lm[..., 1:2]) ** 2) / (2 * sigma**2))  # [B, 51, H]
+    return (gy.unsqueeze(-1) * gx.unsqueeze(-2)).amax(1, keepdim=True)  # [B, 1, H, W]
+
+
 class _World:
     """The renderer and the held-out targets (rendered once)."""
 
@@ -110,32 +131,42 @@ class _World:
         self.renderer = FaceRenderer(load_face_model(), RESOLUTION, backend="torch")
         self.z_eval = sample_factors(HELD_OUT[:eval_seeds])
         with torch.no_grad():
-            self.eval_images, self.eval_masks = self.render(self.z_eval)
+            self.eval_images, self.eval_masks, self.eval_features = self.render(self.z_eval)
 
-    def render(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out_i, out_m = [], []
+    def render(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Portraits [B,3,H,W], face masks [B,1,H,W] and feature maps [B,1,H,W] of factor vectors ``z``."""
+        out_i, out_m, out_f = [], [], []
         for part in z.split(32):
             p, scene = factors_to_world(part)
-            img, mask, _ = render_portrait(self.renderer, p, scene)
+            img, mask, lm = render_portrait(self.renderer, p, scene)
             out_i.append(img)
             out_m.append(mask)
-        return torch.cat(out_i), torch.cat(out_m)
+            out_f.append(feature_map(lm, RESOLUTION))
+        return torch.cat(out_i), torch.cat(out_m), torch.cat(out_f)
 
 
 @torch.no_grad()
 def evaluate(G: Generator, world: _World) -> dict[str, float]:
-    """Mean held-out PSNR (face mask and whole image) of ``G`` against the world's renders."""
+    """Mean held-out PSNR of ``G`` against the world's renders: face mask, facial features, whole image."""
     preds = torch.cat([G(z, noise_mode="const") for z in world.z_eval.split(16)])
     return {
         "psnr_face": float(psnr(preds, world.eval_images, world.eval_masks).mean()),
+        "psnr_features": float(psnr(preds, world.eval_images, (world.eval_features > 0.5).float()).mean()),
         "psnr_all": float(psnr(preds, world.eval_images).mean()),
     }
 
 
-def _loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, face_weight: float) -> torch.Tensor:
+def _loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    features: torch.Tensor,
+    face_weight: float,
+    feature_weight: float,
+) -> torch.Tensor:
     d = pred - target
     per_pixel = d.abs() + d.pow(2)
-    return (per_pixel * (1.0 + face_weight * mask)).mean()
+    return (per_pixel * (1.0 + face_weight * mask + feature_weight * features)).mean()
 
 
 def _save_checkpoint(
@@ -224,13 +255,17 @@ def train_world_generator(
             "beta1",
             "beta2",
             "face_weight",
+            "feature_weight",
             "eval_every",
             "checkpoint_every",
             "eval_seeds",
         }
         now = {k: v for k, v in asdict(cfg).items() if k not in free}
         if {k: v for k, v in saved_cfg.items() if k not in free} != now:
-            raise ValueError(f"{ckpt} was written with different settings: {saved_cfg}")
+            raise InputError(
+                f"{ckpt} was written with different settings: {saved_cfg}",
+                hint="resume with the same settings, or pass --no-resume / another --out",
+            )
     from stylerig.outputs import write_run_json
 
     write_run_json(out, command="stylerig.worlds.train", arguments={**asdict(cfg), "seed": seed}, seed=seed)
@@ -260,9 +295,9 @@ def train_world_generator(
         t0 = time.perf_counter()
         z = torch.randn(cfg.batch, NUM_FACTORS, generator=rng)
         with torch.no_grad():
-            target, mask = world.render(z)
+            target, mask, features = world.render(z)
         pred = G(z, noise_mode="const")
-        loss = _loss(pred, target, mask, cfg.face_weight)
+        loss = _loss(pred, target, mask, features, cfg.face_weight, cfg.feature_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
