@@ -129,16 +129,9 @@ class _Numpy1Float64:
 
 
 @contextlib.contextmanager
-def _stand_in_modules(numpy1: bool) -> Iterator[None]:
-    names = ["torch_utils", "torch_utils.persistence", "dnnlib", "dnnlib.util"]
-    if numpy1:
-        names.append("numpy.core.multiarray")
-    saved = {n: sys.modules.get(n) for n in names}
-    mods = {n: types.ModuleType(n) for n in names}
-    mods["torch_utils.persistence"]._reconstruct_persistent_obj = _reconstruct_standin  # type: ignore[attr-defined]
-    mods["dnnlib.util"].EasyDict = _EasyDictStandIn  # type: ignore[attr-defined]
-    if numpy1:
-        mods["numpy.core.multiarray"].scalar = _scalar_standin  # type: ignore[attr-defined]
+def _temporary_modules(mods: dict[str, types.ModuleType]) -> Iterator[None]:
+    """Put stand-in modules into ``sys.modules`` (only while pickling), then restore what was there."""
+    saved = {n: sys.modules.get(n) for n in mods}
     try:
         sys.modules.update(mods)
         yield
@@ -148,6 +141,20 @@ def _stand_in_modules(numpy1: bool) -> Iterator[None]:
                 sys.modules.pop(n, None)
             else:
                 sys.modules[n] = m
+
+
+@contextlib.contextmanager
+def _stand_in_modules(numpy1: bool) -> Iterator[None]:
+    names = ["torch_utils", "torch_utils.persistence", "dnnlib", "dnnlib.util"]
+    if numpy1:
+        names.append("numpy.core.multiarray")
+    mods = {n: types.ModuleType(n) for n in names}
+    mods["torch_utils.persistence"]._reconstruct_persistent_obj = _reconstruct_standin  # type: ignore[attr-defined]
+    mods["dnnlib.util"].EasyDict = _EasyDictStandIn  # type: ignore[attr-defined]
+    if numpy1:
+        mods["numpy.core.multiarray"].scalar = _scalar_standin  # type: ignore[attr-defined]
+    with _temporary_modules(mods):
+        yield
 
 
 class _PersistentRecord:
@@ -389,7 +396,6 @@ def write_tensorflow_pickle(path: str | os.PathLike[str]) -> Path:
     """Write a tiny pickle shaped like NVIDIA's TensorFlow snapshots: a tuple ``(G, D, Gs)`` of
     ``dnnlib.tflib.network.Network`` objects holding numpy variables."""
     names = ["dnnlib", "dnnlib.tflib", "dnnlib.tflib.network"]
-    saved = {n: sys.modules.get(n) for n in names}
     mods = {n: types.ModuleType(n) for n in names}
     mods["dnnlib.tflib.network"].Network = _TFNetworkStandIn  # type: ignore[attr-defined]
 
@@ -400,16 +406,8 @@ def write_tensorflow_pickle(path: str | os.PathLike[str]) -> Path:
         )
 
     path = Path(path)
-    try:
-        sys.modules.update(mods)
-        with open(path, "wb") as f:
-            pickle.dump((net("G"), net("D"), net("Gs")), f, protocol=2)
-    finally:
-        for n, m in saved.items():
-            if m is None:
-                sys.modules.pop(n, None)
-            else:
-                sys.modules[n] = m
+    with _temporary_modules(mods), open(path, "wb") as f:
+        pickle.dump((net("G"), net("D"), net("Gs")), f, protocol=2)
     return path
 
 
