@@ -49,7 +49,7 @@ def _root(
 
 def _register() -> None:
     # One import per command module; each module decorates its function with @app.command().
-    from stylerig_cli.commands import convert, doctor, render_demo, sample  # noqa: F401
+    from stylerig_cli.commands import convert, doctor, render_demo, sample, world  # noqa: F401
 
 
 def report_error(e: StylerigError) -> None:

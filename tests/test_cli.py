@@ -69,6 +69,7 @@ def test_render_demo_writes_grid_and_record(tmp_path, tiny_face, capsys):
         (["render-demo", "--device", "cuda:7"], "CUDA"),
         (["render-demo", "--resolution", "3"], "resolution"),
         (["no-such-command"], "No such command"),
+        (["world", "build"], "--minutes or --steps"),
     ],
 )
 def test_user_errors_exit_2_without_traceback(argv, needle, capsys, tmp_path):
