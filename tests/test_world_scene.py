@@ -125,3 +125,16 @@ def test_feature_map_peaks_on_the_inner_landmarks() -> None:
     assert f.shape == (1, 1, 64, 64)
     assert f[0, 0, 40, 20] == pytest.approx(1.0, abs=1e-6)
     assert f[0, 0, 60, 60] < 1e-6 and f[0, 0, 40, 30] < 0.01
+
+
+def test_portrait_gradients_are_finite_everywhere() -> None:
+    """The hair dome's rim must not back-propagate NaN (the estimator fits through the whole scene)."""
+    from stylerig.face import load_face_model
+    from stylerig.render import FaceRenderer
+    from stylerig.worlds import factors_to_world, render_portrait, sample_factors
+
+    z = sample_factors([3, 4]).requires_grad_(True)
+    p, scene = factors_to_world(z)
+    img = render_portrait(FaceRenderer(load_face_model(), 64, backend="torch"), p, scene)[0]
+    img.sum().backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0

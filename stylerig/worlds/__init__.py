@@ -2,12 +2,24 @@
 
 * :mod:`stylerig.worlds.prior` -- factor vector z [B, K] -> (p [B, 257], scene), FFHQ-like prior;
 * :mod:`stylerig.worlds.scene` -- :func:`render_portrait`: p + scene -> 128x128 portrait, mask, landmarks;
-* :mod:`stylerig.worlds.train` -- the regression recipe that teaches a StyleGAN2 generator the world.
+* :mod:`stylerig.worlds.train` -- the regression recipe that teaches a StyleGAN2 generator the world;
+* :mod:`stylerig.worlds.estimate` -- the independent estimator image -> p (analysis-by-synthesis with the
+  world's renderer and prior; neither DFR nor the generator).
 """
 
 from __future__ import annotations
 
+from stylerig.worlds.estimate import EstimateResult, estimate_factors, estimate_params
 from stylerig.worlds.prior import FACTOR_NAMES, NUM_FACTORS, factors_to_world, sample_factors
 from stylerig.worlds.scene import render_portrait
 
-__all__ = ["FACTOR_NAMES", "NUM_FACTORS", "factors_to_world", "render_portrait", "sample_factors"]
+__all__ = [
+    "FACTOR_NAMES",
+    "NUM_FACTORS",
+    "EstimateResult",
+    "estimate_factors",
+    "estimate_params",
+    "factors_to_world",
+    "render_portrait",
+    "sample_factors",
+]

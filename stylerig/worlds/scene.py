@@ -50,7 +50,9 @@ def _irradiance(normals: torch.Tensor, illumination: torch.Tensor) -> torch.Tens
 
 def _dome_normals(a: torch.Tensor, b: torch.Tensor, bulge: float = 1.0) -> torch.Tensor:
     """Unit pseudo-normals [B, H, W, 3] of a dome over normalised coordinates (a right, b down)."""
-    nz = (1.0 - a * a - b * b).clamp_min(0.0).sqrt() * bulge + 0.15
+    r = 1.0 - a * a - b * b
+    # sqrt only where positive (also in the backward pass: its gradient at 0 would be infinite -> NaN).
+    nz = torch.where(r > 0, torch.where(r > 0, r, 1.0).sqrt(), 0.0) * bulge + 0.15
     n = torch.stack([a, -b, nz], -1)
     return n / n.norm(dim=-1, keepdim=True)
 
