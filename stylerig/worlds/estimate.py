@@ -136,7 +136,6 @@ def estimate_factors(
     coarse_resolution: int = 64,
     prior_weight: float = 3e-3,
     renderer: FaceRenderer | None = None,
-    generator_seed: int = 0,
 ) -> EstimateResult:
     """Fit the world's factors to portraits by analysis-by-synthesis (see the module docstring).
 
@@ -151,8 +150,6 @@ def estimate_factors(
         prior_weight: weight of ``mean(z^2)`` in the loss.
         renderer: the world's :class:`FaceRenderer` at 128x128 (built from the default face model when
             ``None``); the coarse renderer shares its face model and camera.
-        generator_seed: kept for API compatibility; the fit has no randomness (fixed starts), so
-            it does not change the result.
 
     Returns:
         :class:`EstimateResult` (factors [B, 38], p [B, 257], final loss [B]), detached, in the face
@@ -161,7 +158,6 @@ def estimate_factors(
     Raises:
         InputError: bad images or settings.
     """
-    del generator_seed
     check_tensor(
         images,
         "images",
@@ -181,16 +177,16 @@ def estimate_factors(
         renderer = _renderer(RESOLUTION)
     elif tuple(renderer.resolution) != (RESOLUTION, RESOLUTION):
         raise InputError(f"renderer must render {RESOLUTION}x{RESOLUTION}, got {renderer.resolution}")
-    dt = renderer.face_model.mean_shape.dtype
-    target = images.detach().to(dt)
+    dt, dev = renderer.face_model.mean_shape.dtype, renderer.face_model.mean_shape.device
+    target = images.detach().to(dev, dt)
     B = target.shape[0]
     R = int(restarts)
     n_coarse = int(round(steps * coarse_fraction))
     n_fine = int(steps) - n_coarse
 
     with torch.enable_grad():
-        z = torch.zeros(B, R, NUM_FACTORS, dtype=dt)
-        z[:, :, _YAW] = _yaw_starts(R, dt)
+        z = torch.zeros(B, R, NUM_FACTORS, dtype=dt, device=dev)
+        z[:, :, _YAW] = _yaw_starts(R, dt).to(dev)
         z = z.reshape(B * R, NUM_FACTORS)  # image-major: rows b*R .. b*R + R-1 are image b's restarts
         if n_coarse > 0 or R > 1:
             coarse = FaceRenderer(
@@ -201,7 +197,7 @@ def estimate_factors(
                 z = _fit(z, small, coarse, n_coarse, lr, prior_weight)
             if R > 1:  # keep each image's best restart
                 best = _losses(z, small, coarse).view(B, R).argmin(1)
-                z = z.view(B, R, NUM_FACTORS)[torch.arange(B), best]
+                z = z.view(B, R, NUM_FACTORS)[torch.arange(B, device=dev), best]
         if n_fine > 0:
             z = _fit(z, target, renderer, n_fine, lr, prior_weight)
     loss = _losses(z, target, renderer)
