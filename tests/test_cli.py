@@ -65,7 +65,9 @@ def test_render_demo_writes_grid_and_record(tmp_path, tiny_face, capsys):
 def test_readme_main_command_runs_on_the_builtin_model(tmp_path, capsys):
     """README command 1 (`stylerig render-demo`) with the built-in face model, at a small size."""
     out = tmp_path / "demo"
-    code, stdout, err = run(["render-demo", "--out", str(out), "--resolution", "32", "--columns", "2"], capsys)
+    code, stdout, err = run(
+        ["render-demo", "--out", str(out), "--resolution", "32", "--columns", "2"], capsys
+    )
     assert code == 0, err
     assert "rendered" in stdout and (out / "sweep.png").is_file()
     import json
