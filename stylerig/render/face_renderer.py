@@ -104,7 +104,8 @@ class FaceRenderer(nn.Module):
         self.resolution = _resolution(resolution)
         self._aspect = self.resolution[1] / self.resolution[0]  # W / H: keeps pixels square
         self.camera = camera
-        resolve_backend(backend, torch.device("cpu") if backend != "nvdiffrast" else torch.device("cuda"))
+        # Fail early on a misspelt backend or a missing nvdiffrast; the device is checked at render time.
+        resolve_backend(backend, torch.device("cuda" if backend == "nvdiffrast" else "cpu"))
         self.backend: Backend = backend
         self.register_buffer("_tri32", face_model.triangles.to(torch.int32), persistent=False)
 
