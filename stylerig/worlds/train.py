@@ -67,6 +67,8 @@ class TrainConfig:
     mapping_lr_multiplier: float = 1.0
     face_weight: float = 1.0  # extra L1 + L2 weight inside the face mask
     feature_weight: float = 0.0  # extra weight near the brow, eye, nose and mouth landmarks (17-67)
+    decay_start: int = 0  # from this step on, lr * decay_factor (0 = no decay): a step schedule
+    decay_factor: float = 0.25
     eval_every: int = 100  # steps
     checkpoint_every: int = 200  # steps
     eval_seeds: int = len(HELD_OUT)
@@ -256,6 +258,8 @@ def train_world_generator(
             "beta2",
             "face_weight",
             "feature_weight",
+            "decay_start",
+            "decay_factor",
             "eval_every",
             "checkpoint_every",
             "eval_seeds",
@@ -293,6 +297,9 @@ def train_world_generator(
     last_loss = math.nan
     while (steps is None or step < steps) and (minutes is None or elapsed < minutes * 60.0):
         t0 = time.perf_counter()
+        lr = cfg.lr * (cfg.decay_factor if 0 < cfg.decay_start <= step else 1.0)
+        for group in opt.param_groups:
+            group["lr"] = lr
         z = torch.randn(cfg.batch, NUM_FACTORS, generator=rng)
         with torch.no_grad():
             target, mask, features = world.render(z)

@@ -39,8 +39,8 @@ def sample(
             "-g",
             metavar="PATH",
             help="Generator checkpoint: NVIDIA stylegan2-ada-pytorch .pkl, rosinality .pt or stylerig "
-            ".safetensors (read without running code from it). Required for now: the built-in world is "
-            "not shipped yet.",
+            ".safetensors (read without running code from it). Default: the built-in world, which also "
+            "writes the true params.npy and landmarks.",
         ),
     ] = None,
     seed: Annotated[
@@ -56,14 +56,16 @@ def sample(
         ),
     ] = None,
     mix_max: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--mix-max",
             min=1,
             metavar="K",
-            help="Style-mix up to K codes per sample (paper: 5; 1 = no mixing).",
+            help="Style-mix up to K codes per sample (paper: 5; 1 = no mixing). Default: 5, or 1 for the "
+            "built-in world, whose ground truth exists only for unmixed codes.",
+            show_default=False,
         ),
-    ] = 5,
+    ] = None,
     resolution: Annotated[
         int | None,
         typer.Option(
@@ -76,11 +78,13 @@ def sample(
     landmarks: Annotated[
         str,
         typer.Option(
-            metavar="auto|face-alignment|dlib|none",
-            help="68-point landmark detector for landmarks.npy. Only none (and auto, which falls back to "
-            "none) work until the DFR issue.",
+            metavar="auto|world|face-alignment|dlib|none",
+            help="68-point landmarks for landmarks.npy. auto: the world's exact ones for the built-in "
+            "world, else face-alignment (when its weights are in place), else dlib, else none (noted). "
+            "Images where a detector finds no face are dropped and counted in the manifest. "
+            "`stylerig doctor` shows which detectors are ready.",
         ),
-    ] = "none",
+    ] = "auto",
     batch: Annotated[
         int, typer.Option(min=1, metavar="B", help="Samples per batch and per resumable chunk.")
     ] = 32,
@@ -121,9 +125,16 @@ def sample(
     console.print(
         f"wrote [bold]{escape(str(out))}[/]: {result.n} samples at {result.resolution}x{result.resolution} "
         f"in {result.seconds:.1f} s ({rate:.1f} images/s {where}"
-        f"{', ' + str(result.reused) + ' kept from an interrupted run' if result.reused else ''})",
+        f"{', ' + str(result.reused) + ' kept from an interrupted run' if result.reused else ''})"
+        f"{_dropped(result.dropped)}",
         highlight=False,
     )
+
+
+def _dropped(dropped: dict[str, int]) -> str:
+    """'; N dropped (no face found)' for a set with dropped rows, else ''."""
+    n = int(dropped.get("no_landmarks", 0))
+    return f"; {n} dropped (no face found)" if n else ""
 
 
 class _ProgressBar:

@@ -38,6 +38,12 @@ def build(
     feature_weight: Annotated[
         float, typer.Option(min=0.0, help="Extra loss weight near the brows, eyes, nose and mouth.")
     ] = 10.0,
+    decay_start: Annotated[
+        int, typer.Option(min=0, metavar="STEP", help="From this step on, lr x --decay-factor (0: never).")
+    ] = 0,
+    decay_factor: Annotated[
+        float, typer.Option(min=0.0, help="Learning-rate factor after --decay-start.")
+    ] = 0.25,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads.")] = 2,
 ) -> None:
     """Train the world generator by regression onto the world's own renders (resumable; run it in parts).
@@ -55,6 +61,12 @@ def build(
             "give --minutes or --steps", hint="e.g. --minutes 30; the run resumes where it stopped"
         )
     torch.set_num_threads(threads)
-    cfg = TrainConfig(lr=lr, feature_weight=feature_weight, threads=threads)
+    cfg = TrainConfig(
+        lr=lr,
+        feature_weight=feature_weight,
+        decay_start=decay_start,
+        decay_factor=decay_factor,
+        threads=threads,
+    )
     train_world_generator(out, steps, minutes=minutes, resume=resume, seed=seed, config=cfg)
     console.print(f"generator: {out / 'generator.safetensors'}\nlog: {out / 'log.jsonl'}")
