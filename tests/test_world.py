@@ -1,0 +1,135 @@
+"""The built-in world as one object: truth of seeds, the ground-truth hook, the shipped asset, sampling."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stylerig import params
+from stylerig.data import SampleSet
+from stylerig.errors import AssetError, InputError
+from stylerig.gan import Generator, sample_ws
+from stylerig.sampling import write_sample_set
+from stylerig.worlds import NUM_FACTORS, World, factors_to_world, load_world, render_portrait, sample_factors
+from stylerig.worlds import world as world_mod
+
+
+@pytest.fixture(scope="module")
+def tiny_world() -> World:
+    from stylerig.face.procedural import build_procedural_model
+
+    torch.manual_seed(0)
+    G = Generator(
+        z_dim=NUM_FACTORS,
+        c_dim=0,
+        w_dim=32,
+        img_resolution=32,
+        img_channels=3,
+        mapping_kwargs={"num_layers": 2},
+        synthesis_kwargs={"channel_base": 256, "channel_max": 16},
+    )
+    return World(G, build_procedural_model())
+
+
+def test_truth_of_seeds_is_the_prior_of_the_generators_z(tiny_world: World) -> None:
+    seeds = [3, 1, 4]
+    z = tiny_world.z(seeds)
+    assert z.shape == (3, NUM_FACTORS) and torch.equal(z, sample_factors(seeds))
+    p = tiny_world.params(seeds)
+    assert torch.equal(p, factors_to_world(z)[0]) and p.dtype == torch.float32
+    # landmarks are the renderer's projection of the true p (pixels of the world's resolution)
+    img, mask, lms = render_portrait(tiny_world.renderer, p, tiny_world.scene(seeds))
+    assert torch.allclose(tiny_world.landmarks(seeds), lms, atol=1e-4)
+    assert img.shape == (3, 3, 32, 32) and mask.shape == (3, 1, 32, 32)
+    # the generator image is the generator's output for that z (psi 1, const noise)
+    gen = tiny_world.images(seeds)
+    assert torch.allclose(gen, tiny_world.generator(z, truncation_psi=1, noise_mode="const"))
+    assert torch.equal(tiny_world.params(np.array([3, 1, 4])), p) and tiny_world.params(7).shape == (1, 257)
+
+
+def test_render_face_pixels_do_not_depend_on_the_scene(tiny_world: World) -> None:
+    p = tiny_world.params([5, 6]).requires_grad_(True)
+    a, ma = tiny_world.render(p)
+    other = tiny_world.scene([9, 10])  # another background and hair; the neutral shirt (soft edge)
+    neutral = factors_to_world(torch.zeros(1, NUM_FACTORS))[1]
+    for k in ("shirt", "shoulder_width"):
+        other[k] = neutral[k].expand_as(other[k])
+    b, mb = tiny_world.render(p, other)
+    assert torch.equal(ma, mb) and ma.sum() > 20
+    assert torch.allclose(a * ma, b * mb, atol=1e-6)
+    assert not torch.allclose(a, b)  # the backgrounds differ
+    a.sum().backward()  # differentiable in p
+    assert p.grad is not None and p.grad.abs().sum() > 0
+    with pytest.raises(InputError):
+        tiny_world.render(torch.zeros(2, 10))
+
+
+def test_ground_truth_only_for_unmixed_untruncated_codes(tiny_world: World) -> None:
+    G = tiny_world.generator
+    seeds = [0, 1, 2, 3]
+    ws = sample_ws(G, seeds, mix_max=1)
+    ws[1, 3:] = ws[0, 3:]  # row 1 style-mixed with row 0's code
+    ws[2] = G.mapping.w_avg + 0.7 * (ws[2] - G.mapping.w_avg)  # row 2 truncated
+    p, lms = tiny_world.ground_truth(seeds, ws)
+    assert p.shape == (4, 257) and lms.shape == (4, 68, 2) and p.dtype == lms.dtype == np.float32
+    known = np.isfinite(p).all(1)
+    assert known.tolist() == [True, False, False, True]
+    assert np.isfinite(lms).all((1, 2)).tolist() == known.tolist()
+    np.testing.assert_array_equal(p[known], tiny_world.params([0, 3]).numpy())
+
+
+def test_world_needs_a_factor_generator() -> None:
+    from stylerig.gan.testing import tiny_generator
+
+    with pytest.raises(AssetError, match="z_dim"):
+        World(tiny_generator(), None)  # type: ignore[arg-type]
+
+
+def test_shipped_world_loads_and_matches_its_truth() -> None:
+    world = load_world()
+    assert load_world() is world  # cached
+    G = world.generator
+    assert (G.img_resolution, G.num_ws, G.w_dim, G.z_dim) == (128, 12, 512, NUM_FACTORS)
+    assert world.face_model.num_vertices > 5000
+    assert world_mod.GENERATOR_FILE.stat().st_size < 20e6  # the whole package budget is 20 MB
+    seeds = [2_000_000 + i for i in range(6)]
+    target, mask = world.render_seeds(seeds)
+    se = (world.images(seeds) - target).pow(2) * mask
+    psnr = 10 * torch.log10(4 / (se.flatten(1).sum(1) / (3 * mask.flatten(1).sum(1))))
+    assert psnr.mean() > 23.0, psnr  # the asset draws the world's faces (the report measures 256 seeds)
+    rot = params.get(world.params(seeds), "rotation") * 180 / math.pi
+    assert rot.abs().max() < 45.0
+
+
+def test_missing_asset_is_one_clear_error(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(world_mod, "GENERATOR_FILE", tmp_path / "gone.safetensors")
+    monkeypatch.setattr(world_mod, "_CACHE", {})
+    with pytest.raises(AssetError, match="missing") as e:
+        load_world()
+    assert "world build" in (e.value.hint or "")
+
+
+def test_sample_defaults_to_the_world_with_truth(tmp_path: Path) -> None:
+    world = load_world()
+    out = tmp_path / "s"
+    res = write_sample_set(out, None, 6, seed=11, batch=3, landmarks="auto", device="cpu")
+    s = SampleSet(out)
+    assert res.n == 6 and s.resolution == 128 and s.manifest["mix_max"] == 1
+    assert s.manifest["generator"]["world"] == "builtin" and s.manifest["ground_truth"] == "builtin"
+    assert s.manifest["ground_truth_rows"] == 6 and s.manifest["landmark_detector"] == "ground-truth:builtin"
+    seeds = list(range(11, 17))
+    np.testing.assert_array_equal(s.seeds, seeds)
+    np.testing.assert_allclose(s.params, world.params(seeds).numpy(), atol=1e-6)
+    np.testing.assert_allclose(s.landmarks, world.landmarks(seeds).numpy(), atol=1e-3)
+    np.testing.assert_allclose(s.ws[:, 0], world.generator.mapping(world.z(seeds), None)[:, 0], atol=1e-5)
+    # mixed codes: truth only for the unmixed rows, and the manifest says so
+    out2 = tmp_path / "m"
+    write_sample_set(out2, None, 8, seed=0, batch=4, mix_max=5, landmarks="auto", device="cpu")
+    m = SampleSet(out2)
+    known = np.isfinite(m.params).all(1)
+    assert m.manifest["ground_truth_rows"] == int(known.sum()) < 8
+    assert "unmixed" in m.manifest["ground_truth_note"]
