@@ -133,3 +133,21 @@ def test_sample_defaults_to_the_world_with_truth(tmp_path: Path) -> None:
     known = np.isfinite(m.params).all(1)
     assert m.manifest["ground_truth_rows"] == int(known.sum()) < 8
     assert "unmixed" in m.manifest["ground_truth_note"]
+
+
+def test_report_fidelity_and_entanglement_on_a_tiny_world(tiny_world: World) -> None:
+    from stylerig.worlds.prior import FACTOR_NAMES
+    from stylerig.worlds.report import FACTOR_GROUPS, entanglement, fidelity
+
+    # every factor of the five groups exists, and no factor is in two groups
+    names = [n for g in FACTOR_GROUPS.values() for n in g]
+    assert len(names) == len(set(names)) and set(names) <= set(FACTOR_NAMES)
+    fid = fidelity(tiny_world, [1, 2, 3])
+    target, gen, mask = fid["images"]
+    assert target.shape == gen.shape == (3, 3, 32, 32) and len(fid["psnr_face"]) == 3
+    assert fid["min_psnr_face"] <= fid["mean_psnr_face"]
+    ent = entanglement(tiny_world, [1, 2, 3, 4])
+    assert ent["groups"] == list(FACTOR_GROUPS) and ent["num_ws"] == tiny_world.generator.num_ws
+    for g in FACTOR_GROUPS:
+        assert 1.0 <= ent["participation"][g] <= 32.0  # w_dim 32 here
+        assert len(ent["slot_effect"][g]) == ent["num_ws"] and min(ent["slot_effect"][g]) > 0
