@@ -162,18 +162,31 @@ class World:
                 outs.append(render_portrait(self.renderer, p, scene)[:2])
         return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
-    def estimate(self, images: torch.Tensor, **kw: Any) -> torch.Tensor:
-        """Independent estimate of the face parameters [B, 257] shown by portraits [B, 3, 128, 128] in
-        [-1, 1]: analysis-by-synthesis with the world's renderer and prior (neither DFR nor the
-        generator's latents). Keywords go to :func:`stylerig.worlds.estimate.estimate_factors`.
-        About 1.6 s per image on one CPU thread."""
-        from stylerig.worlds.estimate import estimate_params
+    def estimate(self, images: torch.Tensor, method: str = "fast", **kw: Any) -> torch.Tensor:
+        """Independent estimate of the face parameters p float32 [B, 257] (rotation in radians) shown by
+        portraits [B, 3, 128, 128] in [-1, 1] -- neither DFR nor the generator's latents take part.
 
+        Args:
+            images: float [B, 3, 128, 128] in [-1, 1].
+            method: ``"fast"`` (default): the CNN trained on the world's renders, ~2 ms per image
+                (:func:`stylerig.worlds.estimator.fast_estimate_params`; keywords go there, e.g.
+                ``refine_steps``); ``"fit"``: analysis-by-synthesis with the world's renderer and prior
+                (:func:`stylerig.worlds.estimate.estimate_params`, ~1.6 s per image on one CPU thread;
+                keywords go to :func:`~stylerig.worlds.estimate.estimate_factors`).
+        """
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, self.resolution, self.resolution):
             raise InputError(
                 f"images must have shape [B, 3, {self.resolution}, {self.resolution}], got {list(images.shape)}"
             )
-        return estimate_params(images.float(), **kw)
+        if method == "fit":
+            from stylerig.worlds.estimate import estimate_params
+
+            return estimate_params(images.float(), **kw).to(self.device)
+        if method == "fast":
+            from stylerig.worlds.estimator import fast_estimate_params
+
+            return fast_estimate_params(images.float(), **kw).to(self.device)
+        raise InputError(f"method must be 'fast' or 'fit', got {method!r}")
 
 
 class WorldTruth:

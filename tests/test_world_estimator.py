@@ -1,0 +1,217 @@
+"""The built-in world's fast estimator (CNN image -> world factors -> p) and its training recipe."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from stylerig import params
+from stylerig.errors import AssetError, InputError
+from stylerig.face import load_face_model
+from stylerig.render import FaceRenderer
+from stylerig.worlds import factors_to_world, render_portrait, sample_factors
+from stylerig.worlds.estimator import (
+    ESTIMATOR_FILE,
+    EstimatorConfig,
+    EstimatorNet,
+    fast_estimate_factors,
+    fast_estimate_params,
+    load_estimator,
+    save_estimator,
+)
+from stylerig.worlds.estimator_train import EstimatorTrainConfig, augment, train_estimator
+
+TINY = EstimatorConfig(widths=(4, 8), reduce=4, hidden=8, input_size=32)
+#: Shipped network on clean world renders: |rotation error| tolerance per angle, degrees (the shipped
+#: network's median on 256 renders is well below this; a few images can be worse).
+POSE_TOL_DEG = 4.0
+
+
+@pytest.fixture(scope="module")
+def renderer() -> FaceRenderer:
+    return FaceRenderer(load_face_model(), 128, backend="torch")
+
+
+@pytest.fixture(scope="module")
+def renders(renderer: FaceRenderer) -> tuple[torch.Tensor, torch.Tensor]:
+    z = sample_factors(range(2_000_200, 2_000_208))
+    p, scene = factors_to_world(z)
+    with torch.no_grad():
+        return p, render_portrait(renderer, p, scene)[0]
+
+
+def _tiny_net(seed: int = 0) -> EstimatorNet:
+    torch.manual_seed(seed)
+    return EstimatorNet(TINY).eval()
+
+
+def test_shapes_and_p_from_factors(renders) -> None:
+    _, images = renders
+    net = _tiny_net()
+    res = fast_estimate_factors(images[:3], estimator=net)
+    assert res.factors.shape == (3, 38) and res.p.shape == (3, params.NUM_PARAMS) and res.loss.shape == (3,)
+    assert res.factors.dtype == torch.float32 and torch.isnan(res.loss).all()
+    assert torch.allclose(res.p, factors_to_world(res.factors)[0])
+    res2 = fast_estimate_factors(images[:2], estimator=net, compute_loss=True, refine_steps=2, chunk=1)
+    assert torch.isfinite(res2.loss).all() and res2.p.shape == (2, params.NUM_PARAMS)
+
+
+def test_stem_stride_two_reads_full_resolution(renders) -> None:
+    _, images = renders
+    cfg = EstimatorConfig(input_size=128, stem_stride=2, widths=(4, 8, 8), reduce=4, hidden=8)
+    torch.manual_seed(0)
+    net = EstimatorNet(cfg).eval()
+    assert fast_estimate_factors(images[:2], estimator=net).factors.shape == (2, 38)
+    with pytest.raises(InputError):
+        EstimatorConfig(stem_stride=3)
+
+
+def test_deterministic_and_batch_independent(renders) -> None:
+    _, images = renders
+    net = _tiny_net()
+    a = fast_estimate_params(images[:4], estimator=net)
+    b = fast_estimate_params(images[:4], estimator=net)
+    c = fast_estimate_params(images[1:2], estimator=net)
+    assert torch.equal(a, b)
+    assert torch.allclose(a[1:2], c, atol=1e-5)
+
+
+def test_save_load_roundtrip(tmp_path: Path, renders) -> None:
+    _, images = renders
+    net = _tiny_net()
+    path = save_estimator(net, tmp_path / "est.safetensors", {"note": "test"})
+    loaded = load_estimator(path, cache=False)
+    assert loaded.config == TINY and not loaded.training
+    # Weights are stored as float16: outputs agree to float16 rounding.
+    with torch.no_grad():
+        assert torch.allclose(net(images), loaded(images), atol=2e-2)
+    assert load_estimator(path) is load_estimator(path)  # cached
+
+
+def test_bad_files_raise_asset_error(tmp_path: Path) -> None:
+    with pytest.raises(AssetError):
+        load_estimator(tmp_path / "missing.safetensors", cache=False)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header at all")
+    with pytest.raises(AssetError):
+        load_estimator(junk, cache=False)
+    from stylerig.tensorfile import save_tensors
+
+    wrong = tmp_path / "wrong.safetensors"
+    save_tensors(wrong, {"x": torch.zeros(2)}, {"format": "something-else"})
+    with pytest.raises(AssetError):
+        load_estimator(wrong, cache=False)
+    bad_cfg = tmp_path / "bad_cfg.safetensors"
+    save_tensors(bad_cfg, {"x": torch.zeros(2)}, {"format": "stylerig-world-estimator", "config": "{"})
+    with pytest.raises(AssetError):
+        load_estimator(bad_cfg, cache=False)
+    # Right format, tensors of another shape.
+    net = _tiny_net()
+    good = save_estimator(net, tmp_path / "good.safetensors")
+    from stylerig.tensorfile import load_tensors
+
+    tensors, meta = load_tensors(good, what="x", hint="y")
+    meta["config"] = json.dumps({**json.loads(meta["config"]), "hidden": 9})
+    mismatched = tmp_path / "mismatched.safetensors"
+    save_tensors(mismatched, tensors, meta)
+    with pytest.raises(AssetError):
+        load_estimator(mismatched, cache=False)
+
+
+def test_bad_inputs_raise_input_error(renders) -> None:
+    _, images = renders
+    net = _tiny_net()
+    with pytest.raises(InputError):
+        fast_estimate_factors(images[:, :, :64, :64], estimator=net)
+    with pytest.raises(InputError):
+        fast_estimate_factors(images[:1] * math.nan, estimator=net)
+    with pytest.raises(InputError):
+        fast_estimate_factors(images[:1], estimator=net, refine_steps=-1)
+    with pytest.raises(InputError):
+        fast_estimate_factors(images[:1], estimator=EstimatorNet(TINY).train())
+    with pytest.raises(InputError):
+        EstimatorConfig(input_size=48, widths=(4, 8, 8, 8, 8, 8))
+
+
+def test_augment_is_seeded_and_keeps_shape() -> None:
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    a = augment(x, torch.Generator().manual_seed(1), 0.7, 0.03)
+    b = augment(x, torch.Generator().manual_seed(1), 0.7, 0.03)
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, x)
+    assert torch.equal(augment(x, torch.Generator(), 0.0, 0.0), x)
+
+
+def test_training_recipe_tiny_resumes_and_is_seeded(tmp_path: Path) -> None:
+    cfg = EstimatorTrainConfig(
+        batch=4,
+        renders_per_step=2,
+        buffer=4,
+        input_size=32,
+        widths="4,8",
+        reduce=4,
+        hidden=8,
+        eval_every=2,
+        checkpoint_every=2,
+        eval_seeds=4,
+        schedule_steps=4,
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_estimator(tmp_path / "a", 2, config=cfg, log=False)
+        net_a = train_estimator(tmp_path / "a", 3, config=cfg, log=False)  # resumed: 1 more step
+        net_b = train_estimator(tmp_path / "b", 3, config=cfg, log=False)
+        net_c = train_estimator(tmp_path / "c", 3, config=cfg, log=False)
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("checkpoint.safetensors", "estimator.safetensors", "log.jsonl", "run.json"):
+        assert (tmp_path / "a" / name).is_file()
+    lines = [json.loads(s) for s in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert lines[0]["step"] == 2 and "yaw_med_deg" in lines[0]
+    sb, sc = net_b.state_dict(), net_c.state_dict()
+    assert all(torch.equal(sb[k], sc[k]) for k in sb)  # same seed -> same network
+    assert net_a.state_dict().keys() == sb.keys()
+    loaded = load_estimator(tmp_path / "a" / "estimator.safetensors", cache=False)
+    assert loaded.config == EstimatorConfig(widths=(4, 8), reduce=4, hidden=8, input_size=32)
+    with pytest.raises(InputError):  # a resume must keep the network
+        train_estimator(
+            tmp_path / "a", 4, config=EstimatorTrainConfig(**{**cfg.__dict__, "hidden": 16}), log=False
+        )
+
+
+@pytest.mark.skipif(not ESTIMATOR_FILE.is_file(), reason="no shipped estimator")
+def test_shipped_estimator_is_accurate_on_renders(renders) -> None:
+    p_true, images = renders
+    net = load_estimator()
+    n_params = sum(v.numel() for v in net.parameters())
+    assert ESTIMATOR_FILE.stat().st_size <= 2_000_000 and n_params < 1_000_000
+    p = fast_estimate_params(images)
+    err = (params.get(p, "rotation") - params.get(p_true, "rotation")).abs() * 180.0 / math.pi
+    print("pose error (deg)", err.tolist())
+    assert err.median(0).values.max() < 1.5, err
+    assert err.max() < POSE_TOL_DEG, err
+    expr = (params.get(p, "expression") - params.get(p_true, "expression")).pow(2).mean().sqrt()
+    assert expr < 0.15, expr
+
+
+def test_world_estimate_methods(renders) -> None:
+    from stylerig.worlds import World
+
+    _, images = renders
+    if not ESTIMATOR_FILE.is_file():
+        pytest.skip("no shipped estimator")
+
+    class _Stub:  # World.estimate needs only the resolution and the device
+        resolution = 128
+        device = torch.device("cpu")
+
+    fast = World.estimate(_Stub(), images[:2])  # type: ignore[arg-type]
+    assert torch.equal(fast, fast_estimate_params(images[:2]))
+    fit = World.estimate(_Stub(), images[:1], method="fit", steps=2, restarts=1)  # type: ignore[arg-type]
+    assert fit.shape == (1, params.NUM_PARAMS)
+    with pytest.raises(InputError):
+        World.estimate(_Stub(), images[:1], method="nope")  # type: ignore[arg-type]
