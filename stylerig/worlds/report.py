@@ -235,7 +235,7 @@ def _ws_plot(ent: dict[str, Any], path: Path) -> None:
     im = ax.imshow(mat / mat.max(1, keepdims=True), aspect="auto", cmap="magma", vmin=0, vmax=1)
     ax.set_yticks(range(len(groups)), [f"{g}" for g in groups])
     ax.set_xticks(range(mat.shape[1]))
-    ax.set_xlabel("W+ slot i (0-1: 4x4, 2-4: 8x8 ... 11: 128x128 toRGB)")
+    ax.set_xlabel("W+ slot i (4x4: 0-1, 8x8: 1-3, 16x16: 3-5, ..., 128x128: 9-11)")
     ax.set_title("image change when only slot i takes the changed code\n(row-normalised; numbers in the CSV)")
     fig.colorbar(im, ax=ax, fraction=0.03)
     ax = axes[1]
