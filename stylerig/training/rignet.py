@@ -1,0 +1,612 @@
+"""The RigNet recipe behind ``stylerig train-rignet``: train a rig on a sample set with a frozen DFR.
+
+For every step the trainer hands this task B rows of the training split (the codes ``w``); the partner
+of each (``v``) is drawn from the training split with the trainer's RNG (so a resumed run sees the same
+pairs). :func:`stylerig.rignet.rig_losses` then computes L_rec + L_edit + L_consist in both directions
+(``../shared/DESIGN.md``) with the frozen DFR F and :func:`stylerig.losses.render_loss` at the sample
+set's resolution. No generator runs during training: I_w, I_v and their landmarks come from the set, and
+F(w) of every row is computed once up front (F is frozen).
+
+Optimiser: Adam (the shared trainer's), not the paper's AdaDelta; a cosine learning-rate decay.
+
+Metrics (:func:`edit_metrics`), for held-out pairs (w, v), with the edit target t = p_w with the edited
+group(s) taken from p_v and ``measure`` = F (during training, cheap) or the world's independent
+estimator on the generator's image of ŵ (:func:`evaluate_on_world`):
+
+* ``err_before`` / ``err_after``: per pair the rms over the group's *active* dimensions (the ones that vary
+  in the set) of ``(x - t) / std``, before the edit (x = the source's parameters) and after it (x =
+  measure(ŵ)); ``err_ratio`` = mean after / mean before (the issue: <= 0.35 for expression and light);
+* ``moved``: rms of ``(measure(ŵ) - before) / std`` over the edited group; ``drift_<group>``: the same for
+  each group that must not change (identity, reflectance and the other controlled groups), and
+  ``drift_ratio`` = the largest mean drift / the mean movement (the issue: <= 0.25);
+* pose also: median |error| per angle in degrees, over all pairs and over pairs whose target yaw is within
+  ±30°, and the yaw transfer ratio = slope through 0 of achieved against requested yaw change.
+
+``std`` is the per-dimension standard deviation of the set's parameters (the true ``params.npy`` when the
+set has them, else F(w)) over the training rows; dimensions with std < 1e-4 × their group's largest count
+as inactive.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stylerig import params
+from stylerig.data import SampleSet
+from stylerig.dfr import DFR, load_dfr
+from stylerig.errors import AssetError, InputError
+from stylerig.losses import LAND_WEIGHT, render_loss
+from stylerig.rignet import PairBatch, RigLossConfig, RigNet, rig_losses, save_rignet
+from stylerig.training.distributed import Distributed
+from stylerig.training.trainer import ProgressFn, Trainer, TrainerConfig, TrainResult
+
+__all__ = [
+    "RigConfig",
+    "TrainRigResult",
+    "edit_metrics",
+    "evaluate_on_world",
+    "heldout_pairs",
+    "train_rignet",
+]
+
+
+@dataclass
+class RigConfig:
+    """Settings of a RigNet run. ``batch`` counts pairs (each gives 2 directed edits, × 3 for ``all``)."""
+
+    mode: str = "pose"
+    arch: str = "rignet"  # rignet | steering
+    latent: int = 32
+    init_scale: float = 0.01
+    tied: str = "auto"  # auto | yes | no: one residual for all slots (auto: when the codes' slots are equal)
+    hidden: int = 0  # > 0: a hidden layer in each decoder (not the paper's linear RigNet)
+    subspace: int = 0  # > 0: residuals restricted to the codes' top principal directions (RigNet docs)
+    rec: bool = True
+    edit: bool = True
+    consist: bool = True
+    rec_weight: float = 1.0
+    edit_weight: float = 1.0
+    consist_weight: float = 1.0
+    land_weight: float = LAND_WEIGHT  # landmark weight inside L_render (as for DFR)
+    steps: int = 600
+    batch: int = 8
+    lr: float = 1e-3
+    warmup: int = 20
+    schedule: str = "cosine"
+    seed: int = 0
+    val_fraction: float = 0.1
+    val_pairs: int = 64  # held-out pairs for the DFR-measured metrics (validation and metrics.json)
+    log_every: int = 10
+    val_every: int = 100
+    checkpoint_every: int = 100
+
+    def trainer_config(self) -> TrainerConfig:
+        return TrainerConfig(
+            steps=self.steps,
+            batch=self.batch,
+            lr=self.lr,
+            seed=self.seed,
+            warmup=self.warmup,
+            schedule=self.schedule,
+            log_every=self.log_every,
+            val_every=self.val_every,
+            checkpoint_every=self.checkpoint_every,
+        )
+
+    def loss_config(self) -> RigLossConfig:
+        return RigLossConfig(
+            rec=self.rec,
+            edit=self.edit,
+            consist=self.consist,
+            rec_weight=self.rec_weight,
+            edit_weight=self.edit_weight,
+            consist_weight=self.consist_weight,
+        )
+
+    def task_config(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("steps", "log_every", "val_every", "checkpoint_every", "batch", "lr", "warmup", "schedule"):
+            d.pop(k)
+        return d
+
+
+@dataclass(frozen=True)
+class TrainRigResult:
+    """What :func:`train_rignet` did (files written by rank 0 only).
+
+    Attributes:
+        out_dir: the output folder; rig_path: ``rig.safetensors`` (None when interrupted).
+        train: the trainer's result. metrics: held-out DFR-measured metrics (:func:`edit_metrics`).
+        samples_per_s: directed training edits per second of training (2 per pair, × 3 for ``all``).
+        notes: things a person should know. rank: this process's rank. seconds: the whole call.
+    """
+
+    out_dir: Path
+    rig_path: Path | None
+    train: TrainResult
+    metrics: dict[str, Any]
+    samples_per_s: float
+    notes: tuple[str, ...]
+    rank: int
+    seconds: float
+
+
+# ----------------------------------------------------------------------------------------------------
+# Metrics.
+
+
+def _std_and_active(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension std [257] and bool [257] active mask of parameter vectors p [N, 257]."""
+    std = p.double().std(0)
+    active = torch.zeros(params.NUM_PARAMS, dtype=torch.bool)
+    for g in params.GROUPS:
+        s = params.LAYOUT[g]
+        top = float(std[s].max())
+        active[s] = std[s] > max(1e-4 * top, 1e-8)
+    return std.float(), active
+
+
+def _group_rms(x: torch.Tensor, group: str, std: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """rms over the active dims of ``group`` of x [N, 257] / std -> [N] (0 when none is active)."""
+    s = params.LAYOUT[group]
+    a = active[s].to(x.device)
+    if not bool(a.any()):
+        return x.new_zeros(x.shape[0])
+    return (x[:, s][:, a] / std[s].to(x.device)[a]).pow(2).mean(-1).sqrt()
+
+
+def edit_metrics(
+    before: torch.Tensor,
+    target: torch.Tensor,
+    after: torch.Tensor,
+    groups: tuple[str, ...],
+    std: torch.Tensor,
+    active: torch.Tensor,
+) -> dict[str, float]:
+    """Edit accuracy and drift of edits that changed ``groups`` (see the module docstring).
+
+    Args:
+        before: float [N, 257] the sources' parameters; target: float [N, 257] the requested ones (equal
+            to ``before`` outside ``groups``); after: float [N, 257] the edited codes' measured parameters.
+        groups: the edited groups (one, or the three of ``all`` edited together).
+        std: float [257] per-dimension spread; active: bool [257] the dimensions that count.
+
+    Returns:
+        flat dict of floats, keys prefixed by the edited group (``rotation_err_ratio`` ...); pose keys
+        in degrees.
+    """
+    before, target, after = before.float().cpu(), target.float().cpu(), after.float().cpu()
+    out: dict[str, float] = {"n": float(before.shape[0])}
+    for g in groups:
+        eb = _group_rms(before - target, g, std, active)
+        ea = _group_rms(after - target, g, std, active)
+        moved = _group_rms(after - before, g, std, active).mean()
+        out[f"{g}_err_before"] = float(eb.mean())
+        out[f"{g}_err_after"] = float(ea.mean())
+        out[f"{g}_err_ratio"] = float(ea.mean() / eb.mean().clamp_min(1e-12))
+        out[f"{g}_moved"] = float(moved)
+        drifts = {}
+        for h in params.GROUPS:
+            if h in groups or h == "translation" or not bool(active[params.LAYOUT[h]].any()):
+                continue
+            drifts[h] = float(_group_rms(after - before, h, std, active).mean())
+            out[f"{g}_drift_{h}"] = drifts[h]
+        if drifts:
+            out[f"{g}_drift_ratio"] = max(drifts.values()) / max(float(moved), 1e-12)
+        if g == "rotation":
+            deg = 180.0 / math.pi
+            err = (params.get(after, g) - params.get(target, g)).abs() * deg
+            within = params.get(target, g)[:, 0].abs() * deg <= 30.0
+            for j, name in enumerate(params.ROTATION_NAMES):
+                out[f"{name}_median_err_deg"] = float(err[:, j].median())
+                if bool(within.any()):
+                    out[f"{name}_median_err_deg_within30"] = float(err[within, j].median())
+            req = (params.get(target, g)[:, 0] - params.get(before, g)[:, 0]) * deg
+            got = (params.get(after, g)[:, 0] - params.get(before, g)[:, 0]) * deg
+            out["yaw_transfer_ratio"] = float((got * req).sum() / req.pow(2).sum().clamp_min(1e-12))
+    return out
+
+
+def heldout_pairs(rows: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` fixed pairs (w row, v row) of distinct rows drawn from ``rows``: int64 [n] each."""
+    if len(rows) < 2:
+        raise InputError("held-out pairs need at least 2 held-out rows", hint="use a larger sample set")
+    rng = np.random.default_rng([int(seed), 7])
+    a = rng.integers(0, len(rows), n)
+    b = (a + rng.integers(1, len(rows), n)) % len(rows)
+    return rows[a].astype(np.int64), rows[b].astype(np.int64)
+
+
+def _targets(rig: RigNet, p_w: torch.Tensor, p_v: torch.Tensor) -> list[tuple[tuple[str, ...], torch.Tensor]]:
+    """The edits to measure: each controlled group alone, and (mode ``all``) the three together."""
+    out = []
+    for g in rig.groups:
+        out.append(((g,), params.replace(p_w, g, params.get(p_v, g))))
+    if len(rig.groups) > 1:
+        t = p_w
+        for g in rig.groups:
+            t = params.replace(t, g, params.get(p_v, g))
+        out.append((rig.groups, t))
+    return out
+
+
+@torch.no_grad()
+def _measure(
+    rig: RigNet,
+    ws_w: torch.Tensor,
+    p_cur: torch.Tensor,
+    p_before: torch.Tensor,
+    p_v: torch.Tensor,
+    measure: Callable[[torch.Tensor], torch.Tensor],
+    std: torch.Tensor,
+    active: torch.Tensor,
+) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for groups, target in _targets(rig, p_before, p_v):
+        w_hat = rig(ws_w, target, p_current=p_cur)
+        m = edit_metrics(p_before, target, measure(w_hat), groups, std, active)
+        prefix = "" if len(groups) == 1 else "joint_"
+        out.update({prefix + k: v for k, v in m.items()})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# The task.
+
+
+class _Data:
+    """Rows of a sample set as tensors on a device, F(w) of every row precomputed."""
+
+    def __init__(self, data: SampleSet, p_all: torch.Tensor, device: torch.device) -> None:
+        self.data, self.p_all, self.device = data, p_all, device
+
+    def ws(self, rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.data.ws[rows], dtype=np.float32)).to(self.device)
+
+    def images(self, rows: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(self.data.images[rows])).to(self.device)
+        return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    def landmarks(self, rows: np.ndarray) -> torch.Tensor:
+        """float32 [b, 68, 2] pixels; NaN rows (no landmarks) stay NaN: the loss skips their term."""
+        if self.data.landmarks is None:
+            return torch.full((len(rows), 68, 2), float("nan"), device=self.device)
+        return torch.from_numpy(np.asarray(self.data.landmarks[rows], dtype=np.float32)).to(self.device)
+
+    def batch(self, w_rows: np.ndarray, v_rows: np.ndarray) -> PairBatch:
+        return PairBatch(
+            ws_w=self.ws(w_rows),
+            ws_v=self.ws(v_rows),
+            images_w=self.images(w_rows),
+            images_v=self.images(v_rows),
+            landmarks_w=self.landmarks(w_rows),
+            landmarks_v=self.landmarks(v_rows),
+            p_w=self.p_all[torch.as_tensor(w_rows)],
+            p_v=self.p_all[torch.as_tensor(v_rows)],
+        )
+
+
+def make_render_loss(renderer: Any, land_weight: float) -> Callable[..., torch.Tensor]:
+    """L_render per sample for :func:`~stylerig.rignet.rig_losses`; rows with NaN landmarks get the
+    photometric term only."""
+
+    def fn(p: torch.Tensor, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        ok = torch.isfinite(landmarks).flatten(1).all(1)  # [N]
+        lm = torch.where(ok[:, None, None], landmarks, 0.0)
+        rl = render_loss(renderer, p, images, lm, land_weight=land_weight)
+        return rl.photo + land_weight * torch.where(ok, rl.land, 0.0)
+
+    return fn
+
+
+class _RigTask:
+    def __init__(
+        self,
+        data: _Data,
+        dfr: DFR,
+        render_fn: Callable[..., torch.Tensor],
+        cfg: RigConfig,
+        train_rows: np.ndarray,
+        val: tuple[np.ndarray, np.ndarray],
+        std: torch.Tensor,
+        active: torch.Tensor,
+    ) -> None:
+        self.data, self.dfr, self.render_fn, self.cfg = data, dfr, render_fn, cfg
+        self.train_rows, self.val, self.std, self.active = train_rows, val, std, active
+        self.loss_cfg = cfg.loss_config()
+
+    def loss(
+        self, model: torch.nn.Module, rows: np.ndarray, step: int, rng: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        n = len(self.train_rows)
+        pick = torch.randint(0, n, (len(rows),), generator=rng).numpy()
+        v_rows = self.train_rows[pick]
+        same = v_rows == rows
+        v_rows[same] = self.train_rows[(pick[same] + 1) % n]
+        out = rig_losses(model, self.dfr, self.render_fn, self.data.batch(rows, v_rows), self.loss_cfg)
+        return out.total, {k: float(v) for k, v in out.parts.items()}
+
+    def validate(self, model: torch.nn.Module, step: int) -> dict[str, float]:
+        w_rows, v_rows = self.val
+        d = self.data
+        p_w, p_v = d.p_all[torch.as_tensor(w_rows)], d.p_all[torch.as_tensor(v_rows)]
+        return _measure(model, d.ws(w_rows), p_w, p_w, p_v, self.dfr, self.std, self.active)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The recipe.
+
+
+def train_rignet(
+    data: str | os.PathLike[str] | SampleSet,
+    dfr: str | os.PathLike[str] | DFR,
+    out_dir: str | os.PathLike[str],
+    *,
+    config: RigConfig | None = None,
+    device: str | torch.device = "auto",
+    renderer_backend: str = "auto",
+    resume: bool = True,
+    progress: ProgressFn | None = None,
+    arguments: Mapping[str, Any] | None = None,
+) -> TrainRigResult:
+    """Train a RigNet on a sample set with a frozen DFR (see the module docstring); torchrun-aware.
+
+    Args:
+        data: the sample set folder (``stylerig sample``) or a :class:`~stylerig.data.SampleSet`.
+        dfr: the DFR (``dfr.safetensors`` of ``stylerig fit-dfr``, its folder, or a :class:`~stylerig.dfr.DFR`).
+        out_dir: output folder: ``rig.safetensors``, ``metrics.json``, ``log.jsonl``, ``checkpoint.safetensors``,
+            ``run.json``.
+        config: :class:`RigConfig` (defaults when None).
+        device: 'auto' | 'cpu' | 'cuda' | 'cuda:N'. renderer_backend: 'auto' | 'torch' | 'nvdiffrast'.
+        resume: continue from ``out_dir/checkpoint.safetensors`` when present.
+        progress: rank-0 progress callback. arguments: the command's arguments for ``run.json``.
+
+    Returns:
+        :class:`TrainRigResult`.
+
+    Raises:
+        AssetError: a missing or damaged sample set, DFR or checkpoint. InputError: bad settings, or a
+            DFR that does not fit the set's codes.
+    """
+    from stylerig.devices import resolve_device
+    from stylerig.outputs import write_json, write_run_json
+    from stylerig.render import FaceRenderer
+    from stylerig.training.dfr import predict, resolve_face_model
+
+    t_start = time.perf_counter()
+    cfg = config or RigConfig()
+    cfg.trainer_config().check()
+    loss_cfg = cfg.loss_config()
+    out = Path(out_dir)
+    dataset = data if isinstance(data, SampleSet) else SampleSet(data)
+    F = dfr if isinstance(dfr, DFR) else load_dfr(dfr)
+    dfr_label = str(Path(dfr).resolve()) if not isinstance(dfr, DFR) else "in-memory DFR"
+    if (F.num_ws, F.w_dim) != (dataset.num_ws, dataset.w_dim):
+        raise InputError(
+            f"the DFR takes W+ codes of {F.num_ws} x {F.w_dim}, the set has {dataset.num_ws} x {dataset.w_dim}",
+            hint="pass the DFR trained on this sample set's generator",
+        )
+    dist = Distributed(resolve_device(device))
+    try:
+        notes: list[str] = []
+        F = F.to(dist.device).eval().requires_grad_(False)
+        fm, note = resolve_face_model(dataset, None)
+        if note:
+            notes.append(note)
+        renderer = FaceRenderer(fm, dataset.resolution, backend=renderer_backend).to(dist.device)  # type: ignore[arg-type]
+        train_rows, val_rows = dataset.split(cfg.val_fraction, seed=cfg.seed)
+        if len(val_rows) < 2:
+            raise InputError("the held-out split has fewer than 2 rows", hint="use a larger sample set")
+        all_rows = np.arange(len(dataset), dtype=np.int64)
+        p_all = predict(F, dataset, all_rows, dist.device)  # F frozen: once per row
+        p_train = p_all[torch.as_tensor(train_rows)].cpu()
+        truth = dataset.params
+        ref = p_train
+        if truth is not None:
+            t = torch.from_numpy(np.asarray(truth[train_rows], dtype=np.float32))
+            if bool(torch.isfinite(t).all()):
+                ref = t
+        std, active = _std_and_active(ref)
+        if cfg.tied not in ("auto", "yes", "no"):
+            raise InputError(f"tied must be auto, yes or no, got {cfg.tied!r}")
+        tied = cfg.tied == "yes"
+        if cfg.tied == "auto":
+            probe = torch.from_numpy(np.array(dataset.ws[train_rows[:256]], dtype=np.float32))
+            tied = bool((probe - probe[:, :1]).abs().max() <= 1e-6)
+            if tied:
+                notes.append(
+                    "the training codes have identical ws slots (an unmixed set): the rig adds one residual "
+                    "to every slot (tied; see stylerig.rignet)"
+                )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            rig = RigNet(
+                dataset.num_ws,
+                dataset.w_dim,
+                cfg.mode,
+                cfg.latent,
+                cfg.arch,
+                cfg.init_scale,
+                tied=tied,
+                subspace=cfg.subspace,
+                hidden=cfg.hidden,
+            )
+        rig.set_statistics(p_train)
+        if cfg.subspace:
+            pick = train_rows[:: max(1, len(train_rows) // 2000)]
+            rig.set_subspace(torch.from_numpy(np.array(dataset.ws[pick], dtype=np.float32)))
+        d = _Data(dataset, p_all, dist.device)
+        task = _RigTask(
+            d,
+            F,
+            make_render_loss(renderer, cfg.land_weight),
+            cfg,
+            train_rows,
+            heldout_pairs(val_rows, cfg.val_pairs, cfg.seed),
+            std,
+            active,
+        )
+        run_config = cfg.task_config() | {
+            "data": str(dataset.root.resolve()),
+            "n": len(dataset),
+            "dfr": dfr_label,
+        }
+        trainer = Trainer(rig, task, train_rows, cfg.trainer_config(), out, dist=dist, run_config=run_config)
+        if dist.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            write_run_json(
+                out,
+                "train-rignet",
+                dict(arguments or {}) | {"config": asdict(cfg), "world_size": dist.world_size},
+                seed=cfg.seed,
+                assets={
+                    "sample_set": {
+                        "path": str(dataset.root.resolve()),
+                        "generator": dataset.manifest.get("generator"),
+                    },
+                    "dfr": {"path": dfr_label, "info": F.info},
+                    "face_model": {"name": fm.name, "source": fm.source, "licence": fm.licence},
+                },
+            )
+        result = trainer.fit(resume=resume, progress=progress)
+        notes.extend(result.notes)
+        per_step = 2 * len(rig.groups) * cfg.batch if (loss_cfg.edit or loss_cfg.consist) else 2 * cfg.batch
+        sps = per_step * result.step / result.elapsed_s if result.elapsed_s > 0 else 0.0
+        metrics: dict[str, Any] = {}
+        rig_path: Path | None = None
+        if dist.is_main and not result.interrupted:
+            rig.eval()
+            rig_path = save_rignet(
+                rig,
+                out / "rig.safetensors",
+                {
+                    "dfr": dfr_label,
+                    "sample_set": str(dataset.root.resolve()),
+                    "resolution": dataset.resolution,
+                    "steps": result.step,
+                    "config": asdict(cfg),
+                },
+            )
+            metrics = {"measured_with": "dfr", **result.validation}
+            metrics.update(
+                steps=result.step, train_seconds=round(result.elapsed_s, 2), samples_per_s=round(sps, 2)
+            )
+            write_json(out / "metrics.json", metrics)
+        dist.barrier()
+        return TrainRigResult(
+            out_dir=out,
+            rig_path=rig_path,
+            train=result,
+            metrics=metrics,
+            samples_per_s=sps,
+            notes=tuple(notes),
+            rank=dist.rank,
+            seconds=time.perf_counter() - t_start,
+        )
+    finally:
+        dist.close()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Measuring a rig on the built-in world with its independent estimator.
+
+
+def evaluate_on_world(
+    rig: RigNet,
+    dfr: DFR,
+    data: SampleSet,
+    *,
+    n_pairs: int = 500,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    chunk: int = 25,
+    method: str = "auto",
+    estimate_kw: Mapping[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """The issue's edit accuracy on the built-in world, measured with its independent estimator.
+
+    ``method``: the estimator of :meth:`stylerig.worlds.world.World.estimate` (``fast``: the world's
+    CNN; ``fit``: analysis-by-synthesis, ~1.6 s per image); ``auto`` = ``fast`` when its asset is
+    installed, else ``fit``. The result's ``estimator_fast`` is 1.0 when ``fast`` was used.
+
+    For :func:`heldout_pairs` (w, v) of the held-out split training used (same ``val_fraction`` and
+    ``seed``), the rig edits w towards v's *true* parameters of its group(s) (the rig's input; the steering
+    rig gets ``p_current = F(w)``), and the world's estimator (neither DFR nor the latents) reads the
+    generator's images:
+
+    * ``before`` = estimate(G(w)) (each distinct source once), ``after`` = estimate(G(ŵ));
+    * ``target`` = ``before`` with the edited group(s) replaced by v's truth;
+
+    so the drift of what must not change compares one estimator with itself, and the error to the target
+    is against the requested (true) values. ``floor_*`` keys measure the unedited images against their
+    truth (generator + estimator error: no rig can do better): ``floor_{yaw,pitch,roll}_median_err_deg``
+    and ``floor_<group>_rms`` in the normalised units.
+
+    Returns:
+        :func:`edit_metrics` per edited group (and ``joint_`` for all three at once in mode ``all``),
+        plus the floors, ``n_sources`` and ``n_images`` estimated.
+    """
+    from stylerig.worlds import load_world
+
+    if data.params is None:
+        raise InputError(
+            "measuring on the world needs the set's true params.npy", hint="sample the built-in world"
+        )
+    world = load_world()
+    train_rows, val_rows = data.split(val_fraction, seed=seed)
+    w_rows, v_rows = heldout_pairs(val_rows, n_pairs, seed)
+    truth = torch.from_numpy(np.array(data.params, dtype=np.float32))
+    std, active = _std_and_active(truth[torch.as_tensor(train_rows)])
+    ws = torch.from_numpy(np.array(data.ws[w_rows], dtype=np.float32))
+    p_v = truth[torch.as_tensor(v_rows)]
+    rig, dfr = rig.cpu().eval(), dfr.cpu().eval()
+    with torch.no_grad():
+        p_cur = dfr(ws)
+    n_images = 0
+    if method == "auto":
+        method = "fit"
+        try:
+            from stylerig.worlds.estimator import load_estimator
+
+            load_estimator()
+            method = "fast"
+        except (ImportError, AssetError, TypeError):
+            pass
+
+    def measure(w_hat: torch.Tensor) -> torch.Tensor:
+        nonlocal n_images
+        outs = []
+        for i in range(0, w_hat.shape[0], chunk):
+            with torch.no_grad():
+                img = world.generator.synthesis(w_hat[i : i + chunk], noise_mode="const")
+            outs.append(world.estimate(img.clamp(-1, 1), method=method, **dict(estimate_kw or {})))
+            n_images += len(img)
+            if log is not None:
+                log(f"estimated {n_images} images")
+        return torch.cat(outs)
+
+    sources, inverse = np.unique(w_rows, return_inverse=True)
+    est_src = measure(torch.from_numpy(np.array(data.ws[sources], dtype=np.float32)))
+    p_before = est_src[torch.as_tensor(inverse)]
+    out = _measure(rig, ws, p_cur, p_before, p_v, measure, std, active)
+    # The floor: unedited images read by the estimator against their truth.
+    t_src = truth[torch.as_tensor(sources)]
+    err = (params.get(est_src, "rotation") - params.get(t_src, "rotation")).abs() * (180.0 / math.pi)
+    for j, name in enumerate(params.ROTATION_NAMES):
+        out[f"floor_{name}_median_err_deg"] = float(err[:, j].median())
+    for g in ("identity", "expression", "reflectance", "illumination", "rotation"):
+        out[f"floor_{g}_rms"] = float(_group_rms(est_src - t_src, g, std, active).mean())
+    out["n_sources"] = float(len(sources))
+    out["n_images"] = float(n_images)
+    out["estimator_fast"] = float(method == "fast")
+    return out

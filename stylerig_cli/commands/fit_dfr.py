@@ -1,0 +1,157 @@
+"""``stylerig fit-dfr``: train DFR (W+ code -> face parameters) on a sample set (stylerig.training.dfr)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from stylerig_cli.app import app, console
+
+
+@app.command("fit-dfr")
+def fit_dfr(
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            "-d",
+            metavar="DIR",
+            help="Sample set written by `stylerig sample` (needs landmarks).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="DIR",
+            help="Output folder (dfr.safetensors, metrics.json, figure3.png, logs).",
+            show_default=False,
+        ),
+    ],
+    steps: Annotated[int, typer.Option(min=1, metavar="N", help="Optimizer steps in total.")] = 2000,
+    batch: Annotated[
+        int, typer.Option(min=1, metavar="B", help="Samples per step (over all torchrun processes together).")
+    ] = 32,
+    lr: Annotated[
+        float, typer.Option(min=0.0, metavar="LR", help="Peak learning rate of Adam (cosine decay).")
+    ] = 1e-3,
+    device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="Where to train.")] = "auto",
+    renderer: Annotated[
+        str,
+        typer.Option(
+            metavar="auto|torch|nvdiffrast", help="Rasterizer backend of the differentiable renderer."
+        ),
+    ] = "auto",
+    resume: Annotated[
+        bool,
+        typer.Option("--resume/--no-resume", help="Continue from DIR/checkpoint.safetensors when present."),
+    ] = True,
+    face_model: Annotated[
+        str | None,
+        typer.Option(
+            "--face-model",
+            metavar="PATH",
+            help="Face model to fit (Basel .mat/.h5, stylerig .safetensors). Default: the built-in world's.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(min=0, metavar="S", help="Seeds the weights, the data order and the split.")
+    ] = 0,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, metavar="T", help="CPU threads per process (default: torch's choice)."),
+    ] = None,
+) -> None:
+    """Train DFR, the network from W+ codes to the 257 face parameters, self-supervised through the renderer.
+
+    Prints and writes held-out metrics (rotation error, landmark RMSE, masked PSNR). Resumable; Ctrl-C
+    saves a checkpoint. Data-parallel with `torchrun --nproc_per_node K -m stylerig_cli fit-dfr ...`.
+    """
+    import dataclasses
+
+    import torch
+
+    from stylerig.training import RichProgress
+    from stylerig.training.dfr import DFRConfig
+    from stylerig.training.dfr import fit_dfr as run
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    cfg = dataclasses.replace(DFRConfig(), steps=steps, batch=batch, lr=lr, seed=seed)
+    main = os.environ.get("RANK", "0") in ("", "0")
+    args = {
+        "data": str(data),
+        "out": str(out),
+        "steps": steps,
+        "batch": batch,
+        "lr": lr,
+        "device": device,
+        "renderer": renderer,
+        "resume": resume,
+        "face_model": face_model,
+        "seed": seed,
+        "threads": threads,
+    }
+    bar = (
+        RichProgress("fit-dfr", keys=("loss", "land_rmse_pct", "photo_mse"), console=console)
+        if main
+        else None
+    )
+    if bar is not None:
+        bar.__enter__()
+    try:
+        result = run(
+            data,
+            out,
+            config=cfg,
+            device=device,
+            renderer_backend=renderer,
+            face_model=face_model,
+            resume=resume,
+            progress=bar,
+            arguments=args,
+        )
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if result.rank != 0:
+        return
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    t = result.train
+    if t.interrupted:
+        console.print(
+            f"[yellow]interrupted[/] at step {t.step}/{steps}; checkpoint saved in {escape(str(out))} "
+            "(run the same command again to continue)",
+            highlight=False,
+        )
+        sys.exit(130)
+    if t.resumed_from:
+        console.print(f"resumed from step {t.resumed_from}", highlight=False)
+    m = result.metrics
+    lines = [
+        f"trained {t.step} steps in {t.elapsed_s / 60:.2f} min (whole command {result.seconds / 60:.2f} min)"
+    ]
+    lines.append(f"held-out rows: {m.get('n')}")
+    if "rotation_median_deg_yaw" in m:
+        lines.append(
+            "median |rotation error| yaw / pitch / roll: "
+            f"{m['rotation_median_deg_yaw']:.2f} / {m['rotation_median_deg_pitch']:.2f} / {m['rotation_median_deg_roll']:.2f} deg"
+        )
+    if "landmark_rmse_pct" in m:
+        lines.append(f"landmark RMSE: {m['landmark_rmse_pct']:.2f} % of the width")
+    lines.append(
+        f"PSNR inside the face mask: {m['psnr_mask_db']:.2f} dB (median {m['psnr_mask_db_median']:.2f})"
+    )
+    for key, v in (m.get("targets") or {}).items():
+        lines.append(f"  target {key} {v['target']}: {'[green]met[/]' if v['met'] else '[red]missed[/]'}")
+    lines.append(f"wrote {escape(str(out))}/dfr.safetensors, metrics.json, figure3.png")
+    for line in lines:
+        console.print(line, highlight=False)

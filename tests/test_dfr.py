@@ -1,0 +1,241 @@
+"""stylerig.dfr (the network, save/load) and stylerig.training.dfr (fit_dfr, metrics, the CLI)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _dfr_data import NUM_WS, RES, W_DIM, write_tiny_set
+
+from stylerig import params
+from stylerig.data import SampleSet
+from stylerig.dfr import DFR, load_dfr, save_dfr, ws_statistics
+from stylerig.errors import AssetError, InputError
+from stylerig.render import FaceRenderer
+from stylerig.tensorfile import save_tensors
+from stylerig.training.dfr import DFRConfig, evaluate_dfr, fit_dfr, initial_params
+from stylerig_cli.app import main
+
+
+def tiny_config(**kw) -> DFRConfig:
+    base = dict(steps=6, batch=4, lr=1e-3, warmup=0, hidden=(16, 16), landmark_steps=3, photo_rows=2)
+    base.update(val_every=3, val_rows_quick=4, log_every=1, checkpoint_every=2, grid_rows=2)
+    base.update(kw)
+    return DFRConfig(**base)
+
+
+@pytest.fixture
+def tiny_set(tmp_path: Path, tiny_face) -> Path:
+    return write_tiny_set(tmp_path / "set", tiny_face)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The network.
+
+
+def test_untrained_dfr_predicts_its_initial_face() -> None:
+    ws = torch.randn(5, 3, 8) * 4 + 2
+    mean, std = ws_statistics(ws)
+    p0 = params.zeros(1)[0]
+    p0[params.LAYOUT["translation"]] = torch.tensor([0.0, -0.04, -3.5])
+    F = DFR(3, 8, (32, 16), w_mean=mean, w_std=std, p_init=p0)
+    out = F(ws)
+    assert out.shape == (5, 257)
+    torch.testing.assert_close(out, p0.expand(5, -1), rtol=0, atol=0)  # exactly the mean face, frontal
+    # Gradients reach the last layer at once (zero-initialised weights, not a dead network).
+    out.square().sum().backward()
+    assert F.fc2.weight.grad is not None and F.fc2.weight.grad.abs().sum() > 0
+
+
+def test_ws_statistics_normalise_the_input() -> None:
+    ws = torch.randn(200, 2, 4) * torch.tensor([1.0, 10.0, 0.1, 3.0]) + 5.0
+    mean, std = ws_statistics(ws)
+    z = (ws - mean) / std
+    torch.testing.assert_close(z.mean(0), torch.zeros(2, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(2, 4), atol=1e-5, rtol=0)
+    const = torch.ones(10, 1, 3)
+    assert torch.isfinite(ws_statistics(const)[1]).all()
+
+
+def test_dfr_rejects_bad_input() -> None:
+    F = DFR(2, 8, (16,))
+    with pytest.raises(InputError):
+        F(torch.zeros(3, 3, 8))
+    with pytest.raises(InputError):
+        DFR(2, 8, ())
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    F = DFR(2, 8, (16, 12), w_mean=torch.randn(2, 8), w_std=torch.rand(2, 8) + 0.5, p_init=torch.randn(257))
+    with torch.no_grad():
+        F.fc2.weight.normal_()
+    path = save_dfr(F, tmp_path / "dfr.safetensors", metadata={"face_model": {"name": "x"}})
+    G = load_dfr(path)
+    assert G.hidden == (16, 12) and G.info == {"face_model": {"name": "x"}} and not G.training
+    ws = torch.randn(4, 2, 8)
+    torch.testing.assert_close(G(ws), F(ws).detach(), rtol=0, atol=0)
+    assert load_dfr(tmp_path).hidden == (16, 12)  # a folder holding dfr.safetensors
+
+
+def test_load_dfr_refuses_bad_files(tmp_path: Path, tiny_face) -> None:
+    with pytest.raises(AssetError, match="not found"):
+        load_dfr(tmp_path / "missing.safetensors")
+    face = tmp_path / "face.safetensors"
+    tiny_face.save(face)
+    with pytest.raises(AssetError, match="not a DFR"):
+        load_dfr(face)  # another stylerig model
+    plain = tmp_path / "plain.safetensors"
+    save_tensors(plain, {"x": torch.zeros(2)}, {})
+    with pytest.raises(AssetError, match="not a DFR"):
+        load_dfr(plain)
+    good = save_dfr(DFR(2, 8, (16,)), tmp_path / "good.safetensors")
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(good.read_bytes()[:-100])
+    with pytest.raises(AssetError):
+        load_dfr(cut)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 64)
+    with pytest.raises(AssetError):
+        load_dfr(garbage)
+
+
+def test_initial_params_find_the_head_translation(tiny_face) -> None:
+    renderer = FaceRenderer(tiny_face, 32, backend="torch")
+    p = params.zeros(1)
+    t_true = torch.tensor([0.05, -0.04, -1.5])
+    p[:, params.LAYOUT["translation"]] = t_true
+    p0 = initial_params(renderer, renderer.landmarks(p)[0].detach())
+    torch.testing.assert_close(params.get(p0, "translation"), t_true, atol=1e-3, rtol=0)
+    assert params.get(p0, "rotation").abs().max() == 0 and params.get(p0, "identity").abs().max() == 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# fit_dfr.
+
+
+def test_fit_dfr_writes_its_outputs_and_learns(tmp_path: Path, tiny_set: Path, tiny_face) -> None:
+    out = tmp_path / "out"
+    res = fit_dfr(tiny_set, out, config=tiny_config(steps=40, lr=3e-3), device="cpu", face_model=tiny_face)
+    assert not res.train.interrupted and res.train.step == 40
+    for name in (
+        "dfr.safetensors",
+        "metrics.json",
+        "figure3.png",
+        "checkpoint.safetensors",
+        "log.jsonl",
+        "run.json",
+    ):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    for key in (
+        "psnr_mask_db",
+        "landmark_rmse_pct",
+        "rotation_median_deg_yaw",
+        "rotation_median_deg_roll",
+        "n",
+    ):
+        assert key in m
+    assert m["n"] == 2  # 10 % of 24 rows held out (rounded)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    train = [r for r in log if r["kind"] == "train"]
+    assert [r["step"] for r in train] == list(range(1, 41))
+    assert "photo_mse" not in train[0] and "photo_mse" in train[-1]  # the landmark-only phase first
+    assert train[-1]["land_rmse_pct"] < train[0]["land_rmse_pct"]  # it learns
+    F = load_dfr(out / "dfr.safetensors")
+    assert F(torch.zeros(1, NUM_WS, W_DIM)).shape == (1, 257)
+    import imageio.v3 as iio
+
+    grid = iio.imread(out / "figure3.png")
+    assert grid.shape[0] > 2 * 2 * RES and grid.shape[1] > 3 * 2 * RES
+
+
+def test_evaluate_dfr_is_perfect_for_the_truth(tiny_set: Path, tiny_face) -> None:
+    data = SampleSet(tiny_set)
+
+    class Oracle(torch.nn.Module):  # returns the set's own parameters, row by row
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = {tuple(np.round(w, 5).ravel()): p for w, p in zip(data.ws, data.params, strict=True)}
+
+        def forward(self, ws: torch.Tensor) -> torch.Tensor:
+            return torch.stack(
+                [torch.from_numpy(self.table[tuple(np.round(w, 5).ravel())].copy()) for w in ws.numpy()]
+            )
+
+    rows = np.arange(6)
+    m = evaluate_dfr(Oracle(), data, rows, FaceRenderer(tiny_face, RES, backend="torch"))
+    assert m["n"] == 6 and m["n_params"] == 6
+    assert m["rotation_median_deg_yaw"] == 0 and m["landmark_rmse_pct"] < 1e-4
+    assert m["psnr_mask_db"] > 40  # only the uint8 rounding of the stored images is left
+
+
+def test_fit_dfr_needs_landmarks(tmp_path: Path, tiny_face) -> None:
+    bare = write_tiny_set(tmp_path / "bare", tiny_face, landmarks=False)
+    with pytest.raises(InputError, match="no landmarks"):
+        fit_dfr(bare, tmp_path / "out", config=tiny_config(), device="cpu", face_model=tiny_face)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The command line.
+
+
+def run_cli(*argv: str) -> int:
+    try:
+        main(list(argv))
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def test_cli_errors_exit_2(tmp_path: Path, tiny_face, capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "out")
+    assert run_cli("fit-dfr", "--data", str(tmp_path / "nothing"), "--out", out) == 2
+    assert "sample set not found" in capsys.readouterr().err
+    bare = write_tiny_set(tmp_path / "bare", tiny_face, landmarks=False)
+    assert run_cli("fit-dfr", "--data", str(bare), "--out", out, "--device", "cpu") == 2
+    assert "no landmarks" in capsys.readouterr().err
+    good = write_tiny_set(tmp_path / "good", tiny_face)
+    assert (
+        run_cli("fit-dfr", "--data", str(good), "--out", out, "--face-model", str(tmp_path / "no.mat")) == 2
+    )
+    assert run_cli("fit-dfr", "--data", str(good), "--out", out, "--batch", "64", "--device", "cpu") == 2
+    assert "larger than" in capsys.readouterr().err
+    assert run_cli("fit-dfr", "--data", str(good), "--out", out, "--steps", "0") == 2  # a usage error
+
+
+def test_cli_trains(tmp_path: Path, tiny_face, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write_tiny_set(tmp_path / "good", tiny_face)
+    face = tmp_path / "face.safetensors"
+    tiny_face.save(face)
+    out = tmp_path / "out"
+    argv = [
+        "fit-dfr",
+        "--data",
+        str(good),
+        "--out",
+        str(out),
+        "--steps",
+        "4",
+        "--batch",
+        "4",
+        "--device",
+        "cpu",
+    ]
+    assert run_cli(*argv, "--face-model", str(face)) == 0
+    text = capsys.readouterr().out
+    assert "PSNR inside the face mask" in text and "landmark RMSE" in text
+    assert (out / "dfr.safetensors").is_file()
+    assert run_cli(*argv) == 2  # resume with another face model (the built-in one): refused
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_evaluate_dfr_scores_an_invisible_face_zero(tiny_set: Path, tiny_face) -> None:
+    data = SampleSet(tiny_set)
+    p_far = params.zeros(1)
+    p_far[0, params.LAYOUT["translation"]] = torch.tensor([0.0, 0.0, -20.0])  # behind the far plane
+    F = DFR(NUM_WS, W_DIM, (8,), p_init=p_far[0])  # an untrained F predicts p_init everywhere
+    m = evaluate_dfr(F, data, np.arange(4), FaceRenderer(tiny_face, RES, backend="torch"))
+    assert m["n_empty_mask"] == 4 and m["psnr_mask_db"] == 0.0  # not the infinite PSNR of an empty mask
