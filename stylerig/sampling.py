@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -69,6 +69,7 @@ __all__ = [
     "DEFAULT_GENERATOR",
     "LANDMARK_CHOICES",
     "MAX_DEFAULT_RESOLUTION",
+    "SampleEdit",
     "SampleResult",
     "resize_images",
     "resolve_generator",
@@ -89,6 +90,17 @@ DEFAULT_GENERATOR: str | os.PathLike[str] | None = None
 #: rank 0 calls it). It is called once before drawing (``done`` = samples kept from an interrupted run)
 #: and after every chunk written. An exception raised in it stops the run; finished chunks stay.
 ProgressFn = Callable[[int, int], None]
+
+
+class SampleEdit(Protocol):
+    """Conditional generation hook: ``edit(ws float [B, num_ws, w_dim]) -> ŵ`` (same shape, device,
+    dtype), with ``info``, a JSON-able record of what it does (see
+    :class:`stylerig.editing.ConditionalEdit`)."""
+
+    info: Mapping[str, Any]
+
+    def __call__(self, ws: torch.Tensor) -> torch.Tensor: ...
+
 
 _CHUNKS = ".chunks"
 _PLAN = "plan.json"
@@ -443,6 +455,7 @@ def _draw_chunk(
     detector: LandmarkDetector | None,
     truth: GroundTruth | None,
     truth_landmarks: bool,
+    edit: SampleEdit | None = None,
 ) -> dict[str, np.ndarray]:
     res = int(key["resolution"])
     ws = sample_ws(
@@ -452,6 +465,8 @@ def _draw_chunk(
         truncation_psi=float(key["truncation"]),
         truncation_cutoff=key["truncation_cutoff"],
     )
+    if edit is not None:
+        ws = edit(ws)
     with torch.no_grad():
         img = G.synthesis(ws, noise_mode=key["noise_mode"])
         images = to_uint8(resize_images(img.float().clamp(-1, 1), res))
@@ -637,6 +652,7 @@ def write_sample_set(
     truth: GroundTruth | None = None,
     noise_mode: str = "const",
     command: str = "sample",
+    edit: SampleEdit | None = None,
 ) -> SampleResult:
     """Write (or finish, or confirm) the sample set of ``n`` samples in ``out_dir``.
 
@@ -665,6 +681,11 @@ def write_sample_set(
             generator's ``ground_truth`` attribute when it has one. Writes ``params.npy``.
         noise_mode: 'const' (NVIDIA's default for generation) or 'none'.
         command: name recorded in ``run.json``.
+        edit: conditional generation (paper §8.3; :class:`stylerig.editing.ConditionalEdit`): every drawn
+            W+ code is replaced by ``edit(ws)`` before synthesis, and ``ws.npy`` holds the edited codes.
+            Its ``info`` is recorded in the manifest (``conditional``) and in the set's identity. The
+            generator's ground truth no longer describes edited codes, so none is written (no
+            ``params.npy``, no ground-truth landmarks); the default ``mix_max`` is still decided by it.
 
     Returns:
         a :class:`SampleResult` (on every rank).
@@ -688,6 +709,8 @@ def write_sample_set(
             truth = getattr(G, "ground_truth", None)
         if mix_max is None:
             mix_max = 1 if truth is not None else DEFAULT_MIX_MAX
+        if edit is not None:
+            truth = None  # edited codes show faces the generator's ground truth does not describe
         lm_name, detector, note = _resolve_landmarks(landmarks, truth, dev)
         res = (
             int(resolution) if resolution is not None else min(int(G.img_resolution), MAX_DEFAULT_RESOLUTION)
@@ -709,6 +732,9 @@ def write_sample_set(
             "generator_sha256": gen_info["sha256"],
         }
         meta = {"num_ws": int(G.num_ws), "w_dim": int(G.w_dim), "generator": gen_info}
+        if edit is not None:  # only then: the key of an ordinary set stays as it was
+            key["edit"] = json.loads(json.dumps(edit.info, default=str))
+            meta["conditional"] = key["edit"]
         notes = [note] if note else []
         if res > G.img_resolution:
             notes.append(f"images are upsampled from {G.img_resolution} to {res}")
@@ -716,7 +742,9 @@ def write_sample_set(
         ranks.close()
         raise
     try:
-        return _run(out, G, key, meta, notes, ranks, t0, batch, force, progress, detector, truth, command)
+        return _run(
+            out, G, key, meta, notes, ranks, t0, batch, force, progress, detector, truth, command, edit
+        )
     finally:
         ranks.close()
 
@@ -735,6 +763,7 @@ def _run(
     detector: LandmarkDetector | None,
     truth: GroundTruth | None,
     command: str,
+    edit: SampleEdit | None = None,
 ) -> SampleResult:
     # 1. Rank 0 prepares the folder; every rank learns the outcome.
     status: Any
@@ -795,7 +824,7 @@ def _run(
         for c in todo:
             seeds = list(range(key["seed"] + c * chunk_size, key["seed"] + c * chunk_size + size(c)))
             arrays = _draw_chunk(
-                G, seeds, key=key, detector=detector, truth=truth, truth_landmarks=truth_landmarks
+                G, seeds, key=key, detector=detector, truth=truth, truth_landmarks=truth_landmarks, edit=edit
             )
             _save_chunk(_chunk_path(out, c), arrays)
             generated += len(seeds)

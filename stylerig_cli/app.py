@@ -49,7 +49,20 @@ def _root(
 
 def _register() -> None:
     # One import per command module; each module decorates its function with @app.command().
-    from stylerig_cli.commands import convert, doctor, render_demo, sample, world  # noqa: F401
+    import stylerig_cli.commands.train_rignet  # noqa: F401
+    from stylerig_cli.commands import (  # noqa: F401
+        analyze,
+        convert,
+        demo,
+        doctor,
+        edit,
+        evaluate,
+        fit_dfr,
+        mix,
+        render_demo,
+        sample,
+        world,
+    )
 
 
 def report_error(e: StylerigError) -> None:

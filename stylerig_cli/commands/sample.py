@@ -94,9 +94,42 @@ def sample(
     force: Annotated[
         bool, typer.Option("--force", "-f", help="Replace a different sample set already in DIR.")
     ] = False,
+    rig: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--rig",
+            metavar="RIG",
+            help="Conditional generation (paper §8.3): edit every drawn code with this rig (repeatable) to "
+            "the --fix values before synthesis.",
+            show_default=False,
+        ),
+    ] = None,
+    fix: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fix",
+            metavar="K=V,...",
+            help="Values every image gets (with --rig): yaw/pitch/roll in degrees, expression=NAME|FILE, "
+            "light=NAME|FILE, or expression components (smile=1.5, expr3=0.4).",
+            show_default=False,
+        ),
+    ] = None,
+    dfr: Annotated[
+        Path | None,
+        typer.Option(
+            "--dfr", metavar="DFR", help="With --rig: the DFR (default: the rig's own).", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Write a sample set (W+ codes, images, manifest) for DFR and RigNet; resumable, torchrun-aware."""
     from stylerig.sampling import write_sample_set
+
+    edit = None
+    if rig or fix:
+        from stylerig.devices import resolve_device
+        from stylerig.editing import conditional_edit
+
+        edit = conditional_edit(rig or [], fix or [], dfr=dfr, device=resolve_device(device))
 
     with _ProgressBar() as bar:
         result = write_sample_set(
@@ -113,11 +146,15 @@ def sample(
             device=device,
             force=force,
             progress=bar.update,
+            edit=edit,
         )
     if result.rank != 0:
         return
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    for warning in getattr(edit, "warned", None) or []:
+        if warning:
+            console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if result.already_complete:
         return
     rate = result.generated / result.seconds if result.seconds > 0 else 0.0

@@ -1,0 +1,450 @@
+"""RigNet: shapes, what it reads, initialisation, gradients, steering baseline, statistics, files, losses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from stylerig import params
+from stylerig.errors import AssetError, InputError
+from stylerig.rignet import PairBatch, RigLossConfig, RigNet, load_rignet, rig_losses, save_rignet
+
+S, D = 4, 16  # tiny W+: 4 slots of width 16
+
+
+@pytest.fixture
+def one_thread():
+    # Tiny ops: on a busy 2-core machine two spinning OpenMP threads make these loops ~100x slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _p(batch: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, params.NUM_PARAMS, generator=g)
+
+
+def _ws(batch: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, S, D, generator=g)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The network.
+
+
+@pytest.mark.parametrize("mode,k", [("pose", 3), ("expression", 64), ("illumination", 27), ("all", 94)])
+@pytest.mark.parametrize("arch", ["rignet", "steering"])
+def test_shapes_and_block_size(mode: str, k: int, arch: str) -> None:
+    rig = RigNet(S, D, mode, latent=8, arch=arch)
+    assert rig.mode == mode and rig.num_params == k and rig.index.numel() == k
+    out = rig(_ws(3), _p(3), p_current=_p(3, seed=5))
+    assert out.shape == (3, S, D) and out.dtype == torch.float32
+    assert torch.equal(rig.index, params.mode_index(mode))
+
+
+@pytest.mark.parametrize("mode", list(params.MODES))
+def test_reads_only_its_own_block(mode: str) -> None:
+    rig = RigNet(S, D, mode, init_scale=1.0)
+    ws, p = _ws(2), _p(2)
+    base = rig(ws, p)
+    for group in params.GROUPS:
+        changed = params.replace(p, group, params.get(p, group) + 3.0)
+        out = rig(ws, changed)
+        if group in params.mode_groups(mode):
+            assert not torch.allclose(out, base), group
+        else:
+            torch.testing.assert_close(out, base, rtol=0, atol=0)
+
+
+def test_identity_at_init_and_gradients_reach_every_layer() -> None:
+    ws, p = _ws(4), _p(4)
+    exact = RigNet(S, D, "expression", init_scale=0.0)
+    torch.testing.assert_close(exact(ws, p), ws, rtol=0, atol=0)
+
+    rig = RigNet(S, D, "expression")  # default init_scale: near identity, but not exactly
+    d = rig(ws, p) - ws
+    assert 0 < d.abs().max() < 0.05 * ws.std()
+    (rig(ws, p) - 2 * ws).pow(2).sum().backward()
+    assert rig.encoder is not None
+    for name, t in [
+        ("encoder", rig.encoder.weight),
+        ("decoder", rig.decoder.weight),
+        ("bias", rig.decoder.bias),
+    ]:
+        assert t.grad is not None and t.grad.abs().sum() > 0, name
+
+
+def test_steering_ignores_w_and_needs_current_params() -> None:
+    rig = RigNet(S, D, "pose", arch="steering", init_scale=1.0)
+    assert rig.encoder is None and rig.decoder.bias is None
+    p_cur, p_tgt = _p(2, seed=1), _p(2, seed=2)
+    d1 = rig(_ws(2, seed=3), p_tgt, p_current=p_cur) - _ws(2, seed=3)
+    d2 = rig(_ws(2, seed=4), p_tgt, p_current=p_cur) - _ws(2, seed=4)
+    torch.testing.assert_close(d1, d2)
+    assert d1.abs().sum() > 0
+    # No change requested: exactly no edit.
+    torch.testing.assert_close(rig(_ws(2), p_cur, p_current=p_cur), _ws(2), rtol=0, atol=0)
+    with pytest.raises(InputError, match="p_current"):
+        rig(_ws(2), p_tgt)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(InputError, match="mode"):
+        RigNet(S, D, "hair")
+    with pytest.raises(InputError, match="arch"):
+        RigNet(S, D, "pose", arch="mlp")
+    with pytest.raises(InputError, match="latent"):
+        RigNet(S, D, "pose", latent=0)
+    rig = RigNet(S, D, "pose")
+    with pytest.raises(InputError, match="ws"):
+        rig(torch.randn(2, S + 1, D), _p(2))
+    with pytest.raises(InputError, match="p"):
+        rig(_ws(2), torch.randn(2, 94))
+    with pytest.raises(InputError, match="B="):
+        rig(_ws(2), _p(3))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Statistics and normalisation.
+
+
+def test_statistics_normalise_and_flag_targets_outside_training_range() -> None:
+    rig = RigNet(S, D, "all")
+    p = _p(500)
+    rotation = params.get(p, "rotation") * torch.tensor([0.4, 0.1, 0.05])  # radians
+    expression = params.get(p, "expression").clone()
+    expression[:, 10:] *= 1e-4  # components the data never moves
+    p = params.replace(params.replace(p, "rotation", rotation), "expression", expression)
+    assert not rig.outside_range(p * 100).any()  # no statistics yet: nothing to warn about
+    rig.set_statistics(p)
+    assert int(rig.count) == 500
+    x = rig.normalise(p)
+    assert x.shape == (500, 94)
+    torch.testing.assert_close(x.mean(0), torch.zeros(94), atol=1e-4, rtol=0)
+    # Whitened where the data varies (yaw, pitch, roll, the first expressions) ...
+    torch.testing.assert_close(x[:, :13].std(0, unbiased=False), torch.ones(13), atol=1e-3, rtol=0)
+    # ... but the near-constant expressions are not blown up to unit noise.
+    assert x[:, 13:67].abs().max() < 0.05  # 1e-4 spread / (0.1 x group rms ~0.04)
+    assert not rig.outside_range(p).any()
+    far = params.replace(p[:2], "rotation", torch.tensor([[1.5, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    flags = rig.outside_range(far)
+    assert flags.shape == (2, 94) and bool(flags[0, 0]) and not bool(flags[1, :3].any())
+
+
+def test_statistics_bad_input() -> None:
+    rig = RigNet(S, D, "pose")
+    with pytest.raises(InputError):
+        rig.set_statistics(_p(1))
+    with pytest.raises(InputError, match="NaN"):
+        rig.set_statistics(torch.full((4, 257), float("nan")))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Files.
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    rig = RigNet(S, D, "illumination", latent=6, arch="rignet", init_scale=0.5)
+    rig.set_statistics(_p(50))
+    save_rignet(rig, tmp_path / "rig.safetensors", {"dfr": "dfr.safetensors", "steps": 12})
+    back = load_rignet(tmp_path)  # the folder holding rig.safetensors
+    assert back.config() == rig.config() and back.mode == "illumination" and not back.training
+    assert back.extra_config == {"dfr": "dfr.safetensors", "steps": 12}
+    for k, v in rig.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
+    ws, p = _ws(3), _p(3)
+    torch.testing.assert_close(back(ws, p), rig(ws, p), rtol=0, atol=0)
+
+    steer = RigNet(S, D, "pose", arch="steering")
+    back = load_rignet(save_rignet(steer, tmp_path / "steer.safetensors"))
+    assert back.arch == "steering" and back.extra_config == {}
+
+
+def test_bad_rig_files(tmp_path: Path) -> None:
+    from stylerig.tensorfile import save_tensors
+
+    with pytest.raises(AssetError, match="not found"):
+        load_rignet(tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 40)
+    with pytest.raises(AssetError, match="not a readable"):
+        load_rignet(junk)
+    good = save_rignet(RigNet(S, D, "pose"), tmp_path / "rig.safetensors")
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(good.read_bytes()[:-100])
+    with pytest.raises(AssetError):
+        load_rignet(cut)
+    other = save_tensors(tmp_path / "other.safetensors", {"x": torch.zeros(2)}, {"format": "stylerig.dfr"})
+    with pytest.raises(AssetError, match="not a stylerig rig") as info:
+        load_rignet(other)
+    assert info.value.hint
+    # A config that does not match the tensors (here: another latent width).
+    tensors = RigNet(S, D, "pose").state_dict()
+    cfg = json.dumps({**RigNet(S, D, "pose").config(), "latent": 5})
+    meta = {"format": "stylerig.rignet", "version": "1", "config": cfg}
+    with pytest.raises(AssetError, match="tensor"):
+        load_rignet(save_tensors(tmp_path / "mismatch.safetensors", tensors, meta))
+    meta["config"] = json.dumps({"num_ws": S, "w_dim": D, "mode": "hair"})
+    with pytest.raises(AssetError, match="config"):
+        load_rignet(save_tensors(tmp_path / "badmode.safetensors", tensors, meta))
+    meta["version"] = "99"
+    with pytest.raises(AssetError, match="version"):
+        load_rignet(save_tensors(tmp_path / "v99.safetensors", tensors, meta))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Losses, with a fake frozen DFR and a fake renderer.
+
+
+class _LinearDFR(torch.nn.Module):
+    """A frozen linear 'DFR': ws -> p, non-zero only in the rotation, expression[:4] and identity[:6] slots."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(7)
+        a = torch.zeros(S * D, params.NUM_PARAMS)
+        live = torch.cat([params.mode_index("pose"), params.mode_index("expression")[:4], torch.arange(6)])
+        a[:, live] = torch.randn(S * D, live.numel(), generator=g) / (S * D) ** 0.5
+        self.register_buffer("a", a)
+
+    def forward(self, ws: torch.Tensor) -> torch.Tensor:
+        return ws.flatten(1) @ self.a
+
+
+def _fake_render_loss(p: torch.Tensor, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+    # The 'image' of a code is its true parameter vector: rendering p against it compares parameters.
+    return (p - images).pow(2).sum(-1) + 0 * landmarks.sum((1, 2))
+
+
+def _pair_batch(dfr: _LinearDFR, n: int = 8) -> PairBatch:
+    w, v = _ws(n, seed=11), _ws(n, seed=12)
+    lm = torch.zeros(n, 68, 2)
+    with torch.no_grad():
+        return PairBatch(ws_w=w, ws_v=v, images_w=dfr(w), images_v=dfr(v), landmarks_w=lm, landmarks_v=lm)
+
+
+def test_loss_terms_switches_and_render_batch() -> None:
+    dfr = _LinearDFR()
+    batch = _pair_batch(dfr, n=3)
+    calls: list[int] = []
+
+    def render(p: torch.Tensor, images: torch.Tensor, lm: torch.Tensor) -> torch.Tensor:
+        calls.append(p.shape[0])
+        return _fake_render_loss(p, images, lm)
+
+    out = rig_losses(RigNet(S, D, "pose"), dfr, render, batch)
+    assert set(out.parts) == {"rec", "edit", "consist"} and out.total.ndim == 0
+    assert calls == [2 * 2 * 3]  # (edit + consist) x (both directions) x B, one render call
+    out = rig_losses(RigNet(S, D, "all"), dfr, render, batch, RigLossConfig(consist=False))
+    assert set(out.parts) == {"rec", "edit"} and calls[-1] == 3 * 2 * 3  # three groups
+    # Exactly one group changed per sample, read by the 'all' rig: rows see p_w with one group of p_v.
+    out = rig_losses(RigNet(S, D, "pose"), dfr, render, batch, RigLossConfig(edit=False, consist=False))
+    assert set(out.parts) == {"rec"} and len(calls) == 2
+    with pytest.raises(InputError):
+        RigLossConfig(rec=False, edit=False, consist=False)
+    with pytest.raises(InputError):
+        RigLossConfig(edit_weight=-1.0)
+
+
+def test_at_init_edit_error_is_the_pose_difference_and_consist_is_near_zero() -> None:
+    # ŵ = w exactly: p_edit = [p_v with w's pose] -> L_edit = |p_w^R - p_v^R|²; p_consist = p_w -> 0.
+    dfr = _LinearDFR()
+    batch = _pair_batch(dfr, n=4)
+    out = rig_losses(RigNet(S, D, "pose", init_scale=0.0), dfr, _fake_render_loss, batch)
+    diff = params.get(batch.images_w, "rotation") - params.get(batch.images_v, "rotation")
+    torch.testing.assert_close(out.parts["edit"], diff.pow(2).sum(-1).mean())
+    assert float(out.parts["consist"]) < 1e-10 and float(out.parts["rec"]) == 0.0
+
+
+@pytest.mark.parametrize("mode", ["pose", "all"])
+def test_tiny_overfit_losses_go_down(mode: str, one_thread: None) -> None:
+    dfr = _LinearDFR().requires_grad_(False)
+    batch = _pair_batch(dfr, n=8)
+    rig = RigNet(S, D, mode, latent=8)
+    rig.set_statistics(dfr(_ws(64, seed=3)))
+    opt = torch.optim.Adam(rig.parameters(), lr=3e-3)
+    first = rig_losses(rig, dfr, _fake_render_loss, batch)
+    for _ in range(300):
+        out = rig_losses(rig, dfr, _fake_render_loss, batch)
+        opt.zero_grad()
+        out.total.backward()
+        opt.step()
+    assert rig.encoder is not None and rig.encoder.weight.grad.abs().sum() > 0
+    assert float(out.parts["edit"]) < 0.1 * float(first.parts["edit"])
+    assert float(out.parts["rec"]) < 0.05 and float(out.parts["consist"]) < 0.05
+
+
+def test_precomputed_params_give_the_same_loss() -> None:
+    dfr = _LinearDFR()
+    batch = _pair_batch(dfr, n=3)
+    rig = RigNet(S, D, "expression", init_scale=1.0)
+    a = rig_losses(rig, dfr, _fake_render_loss, batch)
+    pre = PairBatch(**{**batch.__dict__, "p_w": dfr(batch.ws_w), "p_v": dfr(batch.ws_v)})
+    b = rig_losses(rig, dfr, _fake_render_loss, pre)
+    torch.testing.assert_close(a.total, b.total)
+
+
+def test_steering_rec_is_zero_and_it_still_learns(one_thread: None) -> None:
+    dfr = _LinearDFR().requires_grad_(False)
+    batch = _pair_batch(dfr, n=8)
+    rig = RigNet(S, D, "pose", arch="steering")
+    opt = torch.optim.Adam(rig.parameters(), lr=3e-3)
+    first = rig_losses(rig, dfr, _fake_render_loss, batch)
+    for _ in range(100):
+        out = rig_losses(rig, dfr, _fake_render_loss, batch)
+        opt.zero_grad()
+        out.total.backward()
+        opt.step()
+    assert float(out.parts["rec"]) == 0.0
+    assert float(out.parts["edit"]) < 0.5 * float(first.parts["edit"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# `stylerig train-rignet` end to end on a tiny generator's sample set (16x16, 6 ws of width 16).
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    import numpy as np
+
+    from stylerig.dfr import DFR, save_dfr, ws_statistics
+    from stylerig.gan.testing import tiny_generator
+    from stylerig.sampling import write_sample_set
+
+    root = tmp_path_factory.mktemp("rigset")
+
+    class Truth:  # fabricated landmarks (the last row: none) and params
+        name = "fake-truth"
+
+        def __call__(self, seeds, ws):
+            b = len(seeds)
+            lm = np.random.default_rng(list(seeds)).uniform(4, 12, (b, 68, 2)).astype(np.float32)
+            lm[np.asarray(seeds) == 9] = np.nan
+            return np.random.default_rng(list(seeds)).normal(size=(b, 257)).astype(np.float32), lm
+
+    G = tiny_generator(3, 16, z_dim=16, w_dim=16, channel_base=128, channel_max=16)
+    write_sample_set(root / "set", G, 20, batch=10, device="cpu", truth=Truth(), landmarks="none")
+    from stylerig.data import SampleSet
+
+    s = SampleSet(root / "set")
+    ws = torch.from_numpy(np.array(s.ws, dtype=np.float32))
+    F = DFR(s.num_ws, s.w_dim, hidden=(16, 16), w_mean=ws_statistics(ws)[0], w_std=ws_statistics(ws)[1])
+    torch.nn.init.normal_(F.fc2.weight, 0.0, 0.05)
+    return root / "set", save_dfr(F, root / "dfr.safetensors")
+
+
+def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from stylerig_cli.app import main
+
+    with pytest.raises(SystemExit) as ex:
+        main(argv)
+        raise SystemExit(0)
+    cap = capsys.readouterr()
+    return ex.value.code or 0, " ".join(cap.out.split()), " ".join(cap.err.split())
+
+
+def test_cli_trains_saves_and_resumes(tiny_set, tmp_path: Path, capsys, one_thread: None) -> None:
+    data, dfr = tiny_set
+    base = ["train-rignet", "--data", str(data), "--dfr", str(dfr), "--device", "cpu", "--batch", "2"]
+    for mode, extra in (
+        ("pose", []),
+        ("all", ["--no-consist", "--subspace", "4"]),
+        ("expression", ["--arch", "steering", "--hidden", "4", "--tied", "no"]),
+    ):
+        out = tmp_path / mode
+        code, stdout, err = _run_cli(
+            [*base, "--mode", mode, "--out", str(out), "--steps", "3", *extra], capsys
+        )
+        assert code == 0, err
+        assert "wrote" in stdout and "edits/s" in stdout
+        rig = load_rignet(out / "rig.safetensors")
+        assert rig.mode == mode and int(rig.count) > 0 and rig.extra_config["steps"] == 3
+        assert rig.subspace == (4 if mode == "all" else 0) and rig.hidden == (
+            4 if mode == "expression" else 0
+        )
+        assert rig.tied == (mode != "expression")  # auto: the tiny generator's unmixed codes have equal slots
+        assert json.loads((out / "metrics.json").read_text())["steps"] == 3
+    # Resume: 2 steps, then 4 in total == 4 at once (all inside the 20-step warm-up, so the schedule
+    # is the same; the trainer's checkpoint carries the pair RNG).
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _run_cli([*base, "--mode", "pose", "--out", str(a), "--steps", "4"], capsys)[0] == 0
+    assert _run_cli([*base, "--mode", "pose", "--out", str(b), "--steps", "2"], capsys)[0] == 0
+    code, stdout, _ = _run_cli([*base, "--mode", "pose", "--out", str(b), "--steps", "4"], capsys)
+    assert code == 0 and "resumed from step 2" in stdout
+    ra, rb = load_rignet(a / "rig.safetensors"), load_rignet(b / "rig.safetensors")
+    for k, v in ra.state_dict().items():
+        assert torch.equal(v, rb.state_dict()[k]), k
+
+
+def test_cli_errors_are_one_line(tiny_set, tmp_path: Path, capsys) -> None:
+    data, dfr = tiny_set
+    base = ["train-rignet", "--data", str(data), "--out", str(tmp_path / "x"), "--device", "cpu"]
+    for extra, what in (
+        (["--dfr", str(dfr), "--mode", "hair"], "unknown --mode"),
+        (["--dfr", str(dfr), "--mode", "pose", "--arch", "mlp"], "unknown --arch"),
+        (["--dfr", str(dfr), "--mode", "pose", "--no-rec", "--no-edit", "--no-consist"], "switched off"),
+        (["--dfr", str(tmp_path / "none.safetensors"), "--mode", "pose"], "not found"),
+        (["--dfr", str(data / "ws.npy"), "--mode", "pose"], "DFR"),
+    ):
+        code, _, err = _run_cli([*base, *extra], capsys)
+        assert code == 2 and "Traceback" not in err, err
+        assert err.startswith("error:") and err.count("error:") == 1 and what in err, err
+
+
+def test_edit_metrics_perfect_and_absent_edits() -> None:
+    from stylerig.training.rignet import _std_and_active, edit_metrics, heldout_pairs
+
+    ref = _p(200, seed=3)
+    ref[:, params.LAYOUT["identity"].start + 5 : params.LAYOUT["identity"].stop] = 0.0  # inactive: ignored
+    std, active = _std_and_active(ref)
+    assert int(active[params.LAYOUT["identity"]].sum()) == 5
+    before, other = _p(40, seed=4), _p(40, seed=5)
+    target = params.replace(before, "rotation", params.get(other, "rotation"))
+    perfect = edit_metrics(before, target, target, ("rotation",), std, active)
+    assert perfect["rotation_err_after"] == 0 and perfect["rotation_err_ratio"] == 0
+    assert perfect["rotation_drift_ratio"] == 0 and perfect["yaw_transfer_ratio"] == pytest.approx(1.0)
+    none = edit_metrics(before, target, before, ("rotation",), std, active)
+    assert none["rotation_err_ratio"] == pytest.approx(1.0) and none["yaw_transfer_ratio"] == 0
+    drifted = params.replace(target, "identity", params.get(before, "identity") + std[:80])
+    m = edit_metrics(before, target, drifted, ("rotation",), std, active)
+    assert m["rotation_drift_identity"] == pytest.approx(1.0, rel=1e-4)
+    w, v = heldout_pairs(torch.arange(10, 20).numpy(), 100)
+    assert len(w) == 100 and (w != v).all() and set(w) | set(v) <= set(range(10, 20))
+
+
+def test_tied_and_subspace_residuals(tmp_path: Path) -> None:
+    ws, p = _ws(3), _p(3)
+    tied = RigNet(S, D, "pose", init_scale=1.0, tied=True)
+    d = tied(ws, p) - ws
+    torch.testing.assert_close(d, d[:, :1].expand_as(d))
+    sub = RigNet(S, D, "expression", init_scale=1.0, subspace=3)
+    codes = torch.randn(50, 1, D) * torch.tensor([5.0, 3.0, 2.0] + [1e-3] * (D - 3))
+    sub.set_subspace(codes.expand(-1, S, -1).contiguous())
+    d = sub(ws, p) - ws
+    assert d[..., 3:].abs().max() < 1e-2 * d[..., :3].abs().max()  # only the 3 used directions move
+    back = load_rignet(save_rignet(sub, tmp_path / "sub.safetensors"))
+    assert back.subspace == 3 and torch.equal(back.basis, sub.basis)
+    torch.testing.assert_close(back(ws, p), sub(ws, p))
+    with pytest.raises(InputError, match="subspace"):
+        RigNet(S, D, "pose", subspace=D + 1)
+    with pytest.raises(InputError, match="no edit subspace"):
+        tied.set_subspace(codes.expand(-1, S, -1))
+
+
+@pytest.mark.parametrize("arch", ["rignet", "steering"])
+def test_hidden_decoder_option(arch: str, tmp_path: Path) -> None:
+    rig = RigNet(S, D, "pose", arch=arch, hidden=8, init_scale=1.0)
+    ws, p, p_cur = _ws(2), _p(2, seed=1), _p(2, seed=2)
+    out = rig(ws, p, p_current=p_cur)
+    assert out.shape == (2, S, D) and not torch.allclose(out, ws)
+    if arch == "steering":  # still blind to w, and exactly no edit for no change
+        torch.testing.assert_close(rig(_ws(2, seed=9), p, p_current=p_cur) - _ws(2, seed=9), out - ws)
+        torch.testing.assert_close(rig(ws, p_cur, p_current=p_cur), ws, rtol=0, atol=0)
+    back = load_rignet(save_rignet(rig, tmp_path / "h.safetensors"))
+    torch.testing.assert_close(back(ws, p, p_current=p_cur), out)
