@@ -53,7 +53,10 @@ built-in world's 38-factor codes do).
 **Losses** (:func:`rig_losses`; ``../shared/DESIGN.md``): with a frozen DFR F, for a pair (w, v) and a
 group g of the mode, target t = p_w with g replaced by p_v^g, ŵ = rig(w, t), p_ŵ = F(ŵ):
 
-* L_rec = mean over slots of ‖rig(w, p_w)_i − w_i‖² (squared L2 over w_dim, averaged over the S slots);
+* L_rec = mean over slots and channels of (rig(w, p_w) − w)² (the squared L2 norm / (S·D): per-element
+  MSE in mapping-output units, like the render loss's per-pixel mean; with the sum over the 512 channels
+  instead, weight 1 anchored the rig so hard that the world's pose edits reached a quarter of the
+  requested yaw, see ``docs/rignet.md``);
 * L_edit = L_render(I_v, p_v with g replaced by p_ŵ^g);
 * L_consist = L_render(I_w, p_ŵ with g replaced by p_w^g);
 
@@ -601,7 +604,7 @@ def rig_losses(
     out = rig(src.repeat(G + 1, 1, 1), target, p_current=p_src.repeat(G + 1, 1))  # [(G+1)·2B, S, D]
 
     # L_rec: editing a code to its own parameters is a no-op.
-    rec = (out[:n] - src).pow(2).sum(-1).mean(-1)  # [2B]
+    rec = (out[:n] - src).pow(2).flatten(1).mean(-1)  # [2B], mean over slots and channels
     parts["rec"] = rec.mean().detach()
     if config.rec:
         total = total + config.rec_weight * rec.mean()
