@@ -1,0 +1,621 @@
+"""``stylerig evaluate``: what a rig's edits really do, measured on the generator's images (issue 8).
+
+Built on :func:`stylerig.training.rignet.evaluate_on_world` (the issue-6 measurement: held-out pairs
+(w, v), the rig edits w towards v's true parameters, the world's independent estimator reads the
+generator's images of ŵ), to which this module adds:
+
+* the pose error **binned by the requested change** of each angle (0–10°, 10–20°, 20–30°, 30–45° and
+  an overflow bin): :func:`edit_pairs` measures the same pairs per pair (evaluate_on_world returns
+  only aggregates), :func:`bin_pose_errors` bins them;
+* the expression edits' **landmark error in pixels** (:func:`landmark_rmse_px`: the world renderer's 68
+  landmarks of the estimated parameters against those of the target);
+* the L_rec **anchor error**: how far ``rig(w, F(w))`` moves an unedited code;
+* one nested ``metrics.json`` (the issue's keys: ``pose.median_abs_err_deg.{yaw,pitch,roll}``,
+  ``pose.achieved_over_requested``, ``expression.err_ratio``, ``illumination.err_ratio``,
+  ``<mode>.nontarget_drift_ratio``, ``estimator``), the issue-6 targets with met / missed, a Markdown
+  table ``metrics.md`` and ``run.json``.
+
+Only the built-in world can be measured for now: it has the independent estimator and the true
+parameters of every sample. For any other generator :func:`evaluate` raises one
+:class:`~stylerig.errors.InputError` with a hint; the issue's image-based fit with detected landmarks
+(and dlib identity similarity) for real generators is a follow-up.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stylerig import params
+from stylerig.data import SampleSet
+from stylerig.dfr import DFR, load_dfr
+from stylerig.errors import AssetError, InputError
+from stylerig.rignet import RigNet, load_rignet
+
+__all__ = [
+    "MODE_OF_GROUP",
+    "POSE_BINS_DEG",
+    "TARGETS",
+    "EditPairs",
+    "EvaluateResult",
+    "PosePairs",
+    "anchor_error",
+    "bin_pose_errors",
+    "edit_pairs",
+    "evaluate",
+    "landmark_rmse_px",
+    "metrics_table",
+    "pose_pairs",
+]
+
+#: Bins of the requested change |target − before| of one angle, in degrees; the last catches the rest.
+POSE_BINS_DEG: tuple[tuple[float, float], ...] = ((0.0, 10.0), (10.0, 20.0), (20.0, 30.0), (30.0, 45.0))
+
+#: The issue's mode name of each controlled parameter group.
+MODE_OF_GROUP: dict[str, str] = {
+    "rotation": "pose",
+    "expression": "expression",
+    "illumination": "illumination",
+}
+
+#: Issue 6's targets: dotted metrics.json key -> (comparison, bound).
+TARGETS: dict[str, tuple[str, float]] = {
+    "pose.median_abs_err_deg_within30.yaw": ("<=", 2.5),
+    "pose.median_abs_err_deg_within30.pitch": ("<=", 2.5),
+    "pose.median_abs_err_deg_within30.roll": ("<=", 2.5),
+    "pose.achieved_over_requested": (">=", 0.85),
+    "expression.err_ratio": ("<=", 0.35),
+    "illumination.err_ratio": ("<=", 0.35),
+    "pose.nontarget_drift_ratio": ("<=", 0.25),
+    "expression.nontarget_drift_ratio": ("<=", 0.25),
+    "illumination.nontarget_drift_ratio": ("<=", 0.25),
+}
+
+_DEG = 180.0 / math.pi
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    """What :func:`evaluate` measured and wrote.
+
+    Attributes:
+        out_dir: the folder; files: role -> path (``metrics``, ``table``, ``run``).
+        metrics: the content of ``metrics.json``. seconds: wall time of the whole call.
+    """
+
+    out_dir: Path
+    files: dict[str, str]
+    metrics: dict[str, Any]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PosePairs:
+    """Per-pair pose of pose edits (:func:`pose_pairs`, :meth:`EditPairs.pose`), in degrees (yaw, pitch, roll columns).
+
+    Attributes:
+        before: float [N, 3] the estimate of the unedited image G(w).
+        requested: float [N, 3] the target rotation (the partner's truth).
+        achieved: float [N, 3] the estimate of the edited image G(ŵ).
+    """
+
+    before: torch.Tensor
+    requested: torch.Tensor
+    achieved: torch.Tensor
+
+
+# ----------------------------------------------------------------------------------------------------
+# Per-pair pose and its bins.
+
+
+def _estimator_method(method: str) -> str:
+    """``auto`` -> ``fast`` when the world's CNN estimator is installed, else ``fit`` (as evaluate_on_world)."""
+    if method != "auto":
+        return method
+    try:
+        from stylerig.worlds.estimator import load_estimator
+
+        load_estimator()
+        return "fast"
+    except (ImportError, AssetError, TypeError):
+        return "fit"
+
+
+@dataclass(frozen=True)
+class EditPairs:
+    """Per-pair estimates of one group's edits (layout :mod:`stylerig.params`, rotation in radians).
+
+    Attributes:
+        before: float [N, 257] the estimate of the unedited image G(w).
+        target: float [N, 257] ``before`` with the edited group replaced by the partner's truth.
+        after: float [N, 257] the estimate of the edited image G(ŵ).
+    """
+
+    before: torch.Tensor
+    target: torch.Tensor
+    after: torch.Tensor
+
+    def pose(self) -> PosePairs:
+        """The rotation columns in degrees."""
+        return PosePairs(
+            before=params.get(self.before, "rotation") * _DEG,
+            requested=params.get(self.target, "rotation") * _DEG,
+            achieved=params.get(self.after, "rotation") * _DEG,
+        )
+
+
+@torch.no_grad()
+def edit_pairs(
+    rig: RigNet,
+    dfr: DFR,
+    data: SampleSet,
+    groups: Sequence[str],
+    *,
+    n_pairs: int = 500,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    chunk: int = 25,
+    method: str = "auto",
+) -> dict[str, EditPairs]:
+    """The single-group edits of :func:`~stylerig.training.rignet.evaluate_on_world`, pair by pair.
+
+    Same pairs (:func:`~stylerig.training.rignet.heldout_pairs` of the same held-out split), same target
+    (the estimate of G(w) with the group replaced by the partner's truth), same estimator; so e.g. the
+    medians of the pose pairs equal evaluate_on_world's ``{yaw,pitch,roll}_median_err_deg``.
+
+    Args:
+        rig: the rig; dfr: its F (for ``p_current``). groups: groups the rig controls (``rotation``,
+            ``expression``, ``illumination``), each edited alone.
+        data: a sample set of the built-in world (with the true ``params.npy``).
+        n_pairs, val_fraction, seed: as for evaluate_on_world. chunk: images per generator call.
+        method: the world estimator (``auto`` | ``fast`` | ``fit``).
+
+    Returns:
+        group -> :class:`EditPairs` (float [n_pairs, 257] each).
+    """
+    from stylerig.training.rignet import heldout_pairs
+    from stylerig.worlds import load_world
+
+    for g in groups:
+        if g not in rig.groups:
+            raise InputError(
+                f"a {rig.mode} rig does not control {g}", hint=f"its groups: {', '.join(rig.groups)}"
+            )
+    if data.params is None:
+        raise InputError(
+            "measuring on the world needs the set's true params.npy", hint="sample the built-in world"
+        )
+    method = _estimator_method(method)
+    world = load_world()
+    _, val_rows = data.split(val_fraction, seed=seed)
+    w_rows, v_rows = heldout_pairs(val_rows, n_pairs, seed)
+    rig, dfr = rig.cpu().eval(), dfr.cpu().eval()
+
+    def measure(ws: torch.Tensor) -> torch.Tensor:  # [N, S, D] -> [N, 257]
+        outs = []
+        for i in range(0, ws.shape[0], chunk):
+            img = world.generator.synthesis(ws[i : i + chunk], noise_mode="const")
+            outs.append(world.estimate(img.clamp(-1, 1), method=method))
+        return torch.cat(outs)
+
+    sources, inverse = np.unique(w_rows, return_inverse=True)
+    before = measure(torch.from_numpy(np.array(data.ws[sources], dtype=np.float32)))[torch.as_tensor(inverse)]
+    ws = torch.from_numpy(np.array(data.ws[w_rows], dtype=np.float32))
+    p_cur = dfr(ws)
+    truth_v = torch.from_numpy(np.array(data.params[v_rows], dtype=np.float32))
+    out = {}
+    for g in groups:
+        target = params.replace(before, g, params.get(truth_v, g))
+        out[g] = EditPairs(before=before, target=target, after=measure(rig(ws, target, p_current=p_cur)))
+    return out
+
+
+def pose_pairs(
+    rig: RigNet,
+    dfr: DFR,
+    data: SampleSet,
+    *,
+    n_pairs: int = 500,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    chunk: int = 25,
+    method: str = "auto",
+) -> PosePairs:
+    """The pose edits of :func:`edit_pairs` in degrees: :class:`PosePairs`, float [n_pairs, 3] each."""
+    if "rotation" not in rig.groups:
+        raise InputError(f"a {rig.mode} rig does not control the pose", hint="pass a pose or all rig")
+    pairs = edit_pairs(
+        rig,
+        dfr,
+        data,
+        ("rotation",),
+        n_pairs=n_pairs,
+        val_fraction=val_fraction,
+        seed=seed,
+        chunk=chunk,
+        method=method,
+    )
+    return pairs["rotation"].pose()
+
+
+@torch.no_grad()
+def landmark_rmse_px(pairs: EditPairs, renderer: Any) -> dict[str, float]:
+    """Landmark error of edits in pixels: the 68 landmarks of the estimated parameters against those of
+    the target, rms over the points, mean over the pairs.
+
+    Args:
+        pairs: :class:`EditPairs` (float [N, 257] each). renderer: a
+            :class:`~stylerig.render.FaceRenderer` (``landmarks(p [N,257]) -> [N, 68, 2]`` pixels).
+
+    Returns:
+        ``before`` (unedited vs target), ``after`` (edited vs target), ``ratio`` = after / before.
+    """
+
+    def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
+        la, lb = renderer.landmarks(a.float()), renderer.landmarks(b.float())
+        return float((la - lb).pow(2).sum(-1).mean(-1).sqrt().mean())
+
+    before, after = rmse(pairs.before, pairs.target), rmse(pairs.after, pairs.target)
+    return {"before": before, "after": after, "ratio": after / max(before, 1e-12)}
+
+
+def bin_pose_errors(
+    pairs: PosePairs, bins: Sequence[tuple[float, float]] = POSE_BINS_DEG
+) -> dict[str, list[dict[str, Any]]]:
+    """Pose error of each angle binned by that angle's requested change |requested − before| (degrees).
+
+    Args:
+        pairs: :class:`PosePairs` (float [N, 3] degrees each).
+        bins: [lo, hi) ranges in degrees; pairs beyond the last ``hi`` go to an extra ``hi+`` bin.
+
+    Returns:
+        ``{"yaw": [bin, ...], "pitch": [...], "roll": [...]}``; each bin is ``{"range": "10-20", "lo",
+        "hi", "n", "median_abs_err_deg", "achieved_over_requested"}`` (the last two None when empty;
+        achieved_over_requested = slope through 0 of achieved against requested change).
+    """
+    req = pairs.requested - pairs.before  # [N, 3]
+    got = pairs.achieved - pairs.before
+    err = (pairs.achieved - pairs.requested).abs()
+    edges = [*bins, (bins[-1][1], math.inf)]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for j, name in enumerate(params.ROTATION_NAMES):
+        mag = req[:, j].abs()
+        rows = []
+        for lo, hi in edges:
+            sel = (mag >= lo) & (mag < hi)
+            n = int(sel.sum())
+            r, g = req[sel, j], got[sel, j]
+            rows.append(
+                {
+                    "range": f"{lo:g}-{hi:g}" if math.isfinite(hi) else f"{lo:g}+",
+                    "lo": lo,
+                    "hi": hi if math.isfinite(hi) else None,
+                    "n": n,
+                    "median_abs_err_deg": float(err[sel, j].median()) if n else None,
+                    "achieved_over_requested": float((g * r).sum() / r.pow(2).sum().clamp_min(1e-12))
+                    if n
+                    else None,
+                }
+            )
+        out[name] = rows
+    return out
+
+
+@torch.no_grad()
+def anchor_error(rig: RigNet, dfr: DFR, ws: torch.Tensor) -> dict[str, float]:
+    """The L_rec anchor: how far ``rig(w, F(w))`` moves codes that should not change.
+
+    Args:
+        ws: float [N, num_ws, w_dim] codes (N >= 2).
+
+    Returns:
+        ``rms``: rms of ŵ − w (W units); ``relative``: that over the rms spread of ``ws`` around its mean.
+    """
+    rig, dfr = rig.cpu().eval(), dfr.cpu().eval()
+    ws = ws.float().cpu()
+    p = dfr(ws)
+    d = rig(ws, p, p_current=p) - ws
+    rms = float(d.pow(2).mean().sqrt())
+    spread = float((ws - ws.mean(0, keepdim=True)).pow(2).mean().sqrt())
+    return {"rms": rms, "relative": rms / max(spread, 1e-12)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# The command's library function.
+
+
+def _resolve(
+    rigs: Sequence[str | os.PathLike[str] | RigNet],
+    dfr: str | os.PathLike[str] | DFR | None,
+    data: str | os.PathLike[str] | SampleSet | None,
+    generator: str | os.PathLike[str] | None,
+) -> tuple[list[tuple[str, RigNet]], DFR, str, SampleSet]:
+    if generator is not None and str(generator) != "builtin":
+        raise InputError(
+            "stylerig evaluate measures edits only on the built-in world for now (no independent estimator "
+            f"exists for {generator})",
+            hint="evaluate on the built-in world (leave out --generator); the landmark-fit estimator for real "
+            "generators is a follow-up",
+        )
+    if not rigs:
+        raise InputError("give at least one rig", hint="pass --rig runs/rig/rig.safetensors")
+    loaded = []
+    for i, r in enumerate(rigs):
+        loaded.append((f"rig{i}", r) if isinstance(r, RigNet) else (str(r), load_rignet(r)))
+    extra = getattr(loaded[0][1], "extra_config", None) or {}
+    if dfr is None:
+        if not extra.get("dfr") or not Path(str(extra["dfr"])).exists():
+            raise AssetError("no DFR given and none recorded in the rig", hint="pass --dfr DFR")
+        dfr = str(extra["dfr"])
+    F = dfr if isinstance(dfr, DFR) else load_dfr(dfr)
+    dfr_label = "in-memory DFR" if isinstance(dfr, DFR) else str(Path(dfr).resolve())
+    if data is None:
+        if not extra.get("sample_set"):
+            raise AssetError("no sample set given and none recorded in the rig", hint="pass --data DIR")
+        data = str(extra["sample_set"])
+    dataset = data if isinstance(data, SampleSet) else SampleSet(data)
+    gen_info = dataset.manifest.get("generator") or {}
+    is_world = isinstance(gen_info, Mapping) and gen_info.get("world") is not None
+    if not is_world or dataset.params is None:
+        raise InputError(
+            f"{dataset.root} is not a sample set of the built-in world (no world generator or no params.npy)",
+            hint="sample the built-in world (`stylerig sample --out DIR -n 5000`, no --generator) and evaluate on it",
+        )
+    for label, rig in loaded:
+        if (rig.num_ws, rig.w_dim) != (dataset.num_ws, dataset.w_dim) or (F.num_ws, F.w_dim) != (
+            dataset.num_ws,
+            dataset.w_dim,
+        ):
+            raise InputError(
+                f"{label}, the DFR and the set's codes ({dataset.num_ws} x {dataset.w_dim}) do not fit together",
+                hint="pass the rig and DFR trained on this sample set",
+            )
+    return loaded, F, dfr_label, dataset
+
+
+def _section(flat: Mapping[str, float], group: str, label: str) -> dict[str, Any]:
+    """The metrics.json section of one edited group from evaluate_on_world's flat keys."""
+    s: dict[str, Any] = {
+        "rig": label,
+        "err_before": flat.get(f"{group}_err_before"),
+        "err_after": flat.get(f"{group}_err_after"),
+        "err_ratio": flat.get(f"{group}_err_ratio"),
+        "moved": flat.get(f"{group}_moved"),
+        "nontarget_drift_ratio": flat.get(f"{group}_drift_ratio"),
+        "drift": {
+            k[len(f"{group}_drift_") :]: v
+            for k, v in flat.items()
+            if k.startswith(f"{group}_drift_") and not k.endswith("_ratio")
+        },
+    }
+    if group == "rotation":
+        s["median_abs_err_deg"] = {a: flat.get(f"{a}_median_err_deg") for a in params.ROTATION_NAMES}
+        s["median_abs_err_deg_within30"] = {
+            a: flat.get(f"{a}_median_err_deg_within30") for a in params.ROTATION_NAMES
+        }
+        s["achieved_over_requested"] = flat.get("yaw_transfer_ratio")
+    return s
+
+
+def _lookup(metrics: Mapping[str, Any], dotted: str) -> Any:
+    x: Any = metrics
+    for part in dotted.split("."):
+        if not isinstance(x, Mapping) or part not in x:
+            return None
+        x = x[part]
+    return x
+
+
+def _targets(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for key, (op, bound) in TARGETS.items():
+        v = _lookup(metrics, key)
+        if v is None:
+            continue
+        met = v <= bound if op == "<=" else v >= bound
+        out[key] = {"value": v, "target": f"{op} {bound:g}", "met": bool(met)}
+    return out
+
+
+def metrics_table(metrics: Mapping[str, Any]) -> str:
+    """``metrics.md``: the headline numbers and the issue-6 targets as Markdown tables."""
+
+    def f(v: Any, nd: int = 3) -> str:
+        return "–" if v is None else f"{v:.{nd}f}"
+
+    lines = [
+        "# stylerig evaluate",
+        "",
+        f"Estimator: {metrics['estimator']} ({metrics['estimator_info']['description']}); "
+        f"{metrics['n_pairs']} held-out pairs per edit.",
+        "",
+        "| metric | value | target | met |",
+        "| --- | ---: | ---: | :---: |",
+    ]
+    for key, t in metrics.get("targets", {}).items():
+        lines.append(f"| `{key}` | {f(t['value'])} | {t['target']} | {'yes' if t['met'] else '**no**'} |")
+    for mode in ("pose", "expression", "illumination"):
+        s = metrics.get(mode)
+        if not s:
+            continue
+        lines.append(f"| `{mode}.err_ratio` | {f(s['err_ratio'])} | | |")
+        lines.append(f"| `{mode}.moved` (sd) | {f(s['moved'])} | | |")
+        if mode == "expression" and s.get("landmark_rmse_px"):
+            lm = s["landmark_rmse_px"]
+            pair = f"{f(lm['before'], 2)} → {f(lm['after'], 2)}"
+            lines.append(f"| `expression.landmark_rmse_px` (before → after) | {pair} | | |")
+        if mode == "pose":
+            for a in params.ROTATION_NAMES:
+                lines.append(f"| `pose.median_abs_err_deg.{a}` | {f(s['median_abs_err_deg'][a], 2)} | | |")
+    bins = _lookup(metrics, "pose.by_requested_change")
+    if bins:
+        lines += [
+            "",
+            "Pose error by requested change of each angle (median |error| in degrees, achieved / requested, n):",
+            "",
+            "| requested change | " + " | ".join(params.ROTATION_NAMES) + " |",
+            "| --- | " + " | ".join("---:" for _ in params.ROTATION_NAMES) + " |",
+        ]
+        for i, b in enumerate(bins["yaw"]):
+            cells = []
+            for a in params.ROTATION_NAMES:
+                c = bins[a][i]
+                cells.append(
+                    "–"
+                    if not c["n"]
+                    else f"{c['median_abs_err_deg']:.2f}° / {c['achieved_over_requested']:.2f} / {c['n']}"
+                )
+            lines.append(f"| {b['range']}° | " + " | ".join(cells) + " |")
+    floor = metrics.get("floor")
+    if floor:
+        lines += [
+            "",
+            "Floor (the estimator on unedited images against their truth; no rig can do better): "
+            + ", ".join(f"{a} {f(floor.get(f'{a}_median_err_deg'), 2)}°" for a in params.ROTATION_NAMES),
+        ]
+    anchors = metrics.get("anchor") or {}
+    if anchors:
+        lines += ["", "L_rec anchor (rig(w, F(w)) − w, rms relative to the codes' spread): "]
+        lines += [f"- {k}: {f(v['relative'], 4)}" for k, v in anchors.items()]
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(
+    rigs: Sequence[str | os.PathLike[str] | RigNet],
+    dfr: str | os.PathLike[str] | DFR | None = None,
+    data: str | os.PathLike[str] | SampleSet | None = None,
+    generator: str | os.PathLike[str] | None = None,
+    *,
+    n_pairs: int = 500,
+    out_dir: str | os.PathLike[str] = "runs/evaluate",
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    method: str = "auto",
+    log: Callable[[str], None] | None = None,
+    arguments: Mapping[str, Any] | None = None,
+) -> EvaluateResult:
+    """Measure rigs' edits on the built-in world and write ``metrics.json``, ``metrics.md``, ``run.json``.
+
+    For each rig, :func:`~stylerig.training.rignet.evaluate_on_world` (held-out pairs; the world's
+    independent estimator on the generator's images); for pose rigs also the per-pair pose binned by
+    :func:`bin_pose_errors`, for expression rigs :func:`landmark_rmse_px` (both from :func:`edit_pairs`);
+    and :func:`anchor_error` on the held-out sources.
+
+    ``metrics.json``: ``estimator`` (``world:fast`` or ``world:fit``) and ``estimator_info``;
+    ``pose`` / ``expression`` / ``illumination`` sections (from the first rig controlling that group:
+    ``err_ratio``, ``nontarget_drift_ratio``, ``drift`` per group, ``moved``; pose also
+    ``median_abs_err_deg.{yaw,pitch,roll}``, ``median_abs_err_deg_within30``,
+    ``achieved_over_requested`` and ``by_requested_change``; expression also ``landmark_rmse_px``);
+    ``joint`` (mode ``all``: the three edited at once); ``floor``; ``anchor``; ``targets`` (issue 6, met or not); ``rigs`` (every rig's flat
+    evaluate_on_world keys). Error units: per-dimension standard deviations of the set; pose in degrees.
+
+    Args:
+        rigs: rig files / folders / objects. dfr: F (default: the one recorded in the first rig).
+        data: the sample set (default: the one recorded in the first rig); must be the built-in world's.
+        generator: None or ``"builtin"``; anything else raises (no estimator exists for it yet).
+        n_pairs: held-out pairs per edit. out_dir: output folder. val_fraction, seed: the held-out split
+            and pairs (as in training). method: the world estimator (``auto`` | ``fast`` | ``fit``).
+        log: progress messages. arguments: the command's arguments for ``run.json``.
+
+    Raises:
+        InputError: not the built-in world, no rig, or shapes that do not fit. AssetError: missing files.
+    """
+    from stylerig.outputs import atomic_write, write_json, write_run_json
+    from stylerig.training.rignet import evaluate_on_world
+
+    t0 = time.perf_counter()
+    say = log or (lambda _m: None)
+    loaded, F, dfr_label, dataset = _resolve(rigs, dfr, data, generator)
+    if n_pairs < 1:
+        raise InputError(f"n_pairs must be at least 1, got {n_pairs}")
+    method = _estimator_method(method)
+    metrics: dict[str, Any] = {
+        "estimator": f"world:{method}",
+        "estimator_info": {
+            "description": "the built-in world's CNN estimator (trained on the world's renders, not DFR)"
+            if method == "fast"
+            else "the built-in world's analysis-by-synthesis fit (its renderer and prior, not DFR)",
+            "independent_of": ["dfr", "latents"],
+        },
+        "n_pairs": n_pairs,
+        "sample_set": str(dataset.root.resolve()),
+        "dfr": dfr_label,
+        "rigs": {},
+        "anchor": {},
+    }
+    _, val_rows = dataset.split(val_fraction, seed=seed)
+    for label, rig in loaded:
+        say(f"{label} ({rig.mode}): measuring {n_pairs} pairs per edit")
+        flat = evaluate_on_world(
+            rig, F, dataset, n_pairs=n_pairs, val_fraction=val_fraction, seed=seed, method=method
+        )
+        metrics["rigs"][label] = {"mode": rig.mode, "arch": rig.arch, "metrics": flat}
+        for g in rig.groups:
+            mode = MODE_OF_GROUP[g]
+            if mode not in metrics:
+                metrics[mode] = _section(flat, g, label)
+        if len(rig.groups) > 1 and "joint" not in metrics:
+            metrics["joint"] = {"rig": label} | {
+                k[len("joint_") :]: v for k, v in flat.items() if k.startswith("joint_")
+            }
+        if "floor" not in metrics:
+            metrics["floor"] = {k[len("floor_") :]: v for k, v in flat.items() if k.startswith("floor_")}
+        per_pair = [
+            g for g in ("rotation", "expression") if metrics.get(MODE_OF_GROUP[g], {}).get("rig") == label
+        ]
+        if per_pair:
+            say(f"{label}: per-pair pose bins and expression landmarks")
+            pairs = edit_pairs(
+                rig,
+                F,
+                dataset,
+                per_pair,
+                n_pairs=n_pairs,
+                val_fraction=val_fraction,
+                seed=seed,
+                method=method,
+            )
+            if "rotation" in pairs:
+                metrics["pose"]["by_requested_change"] = bin_pose_errors(pairs["rotation"].pose())
+            if "expression" in pairs:
+                from stylerig.worlds import load_world
+
+                metrics["expression"]["landmark_rmse_px"] = landmark_rmse_px(
+                    pairs["expression"], load_world().renderer
+                )
+        ws = torch.from_numpy(
+            np.array(dataset.ws[np.sort(val_rows[: max(2, min(len(val_rows), 256))])], dtype=np.float32)
+        )
+        metrics["anchor"][label] = anchor_error(rig, F, ws)
+    metrics["targets"] = _targets(metrics)
+    metrics["seconds"] = round(time.perf_counter() - t0, 2)
+    out = Path(out_dir)
+    files = {
+        "metrics": str(write_json(out / "metrics.json", metrics)),
+        "table": str(atomic_write(out / "metrics.md", metrics_table(metrics).encode())),
+        "run": str(
+            write_run_json(
+                out,
+                "evaluate",
+                dict(arguments or {}) | {"n_pairs": n_pairs, "val_fraction": val_fraction, "method": method},
+                seed=seed,
+                assets={
+                    "sample_set": {
+                        "path": metrics["sample_set"],
+                        "generator": dataset.manifest.get("generator"),
+                    },
+                    "dfr": dfr_label,
+                    "rigs": [label for label, _ in loaded],
+                },
+            )
+        ),
+    }
+    return EvaluateResult(out_dir=out, files=files, metrics=metrics, seconds=time.perf_counter() - t0)

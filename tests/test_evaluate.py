@@ -1,0 +1,188 @@
+"""stylerig evaluate / demo: the pose bins, metrics.json's keys, the world-only check, a quick demo end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from stylerig.errors import InputError
+from stylerig.evaluate import (
+    TARGETS,
+    PosePairs,
+    _targets,
+    bin_pose_errors,
+    evaluate,
+    metrics_table,
+    pose_pairs,
+)
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    """A quick demo (every stage, tiny): ~10 s on a busy 2-core machine."""
+    from stylerig.demo import DemoConfig, run_demo
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("demo")
+    try:
+        result = run_demo(out, DemoConfig.quick())
+    finally:
+        torch.set_num_threads(before)
+    return out, result
+
+
+# ----------------------------------------------------------------------------------------------------
+# The bins, on fabricated pairs.
+
+
+def test_bin_pose_errors_by_requested_change():
+    # yaw requests of 5, 15, 25, 40 and 60 degrees from 0; each achieves half plus 1 degree of pitch.
+    req = torch.tensor([5.0, 15.0, 25.0, 40.0, 60.0])
+    before = torch.zeros(5, 3)
+    requested = torch.stack([req, torch.zeros(5), torch.zeros(5)], 1)
+    achieved = torch.stack([req / 2, torch.ones(5), torch.zeros(5)], 1)
+    bins = bin_pose_errors(PosePairs(before=before, requested=requested, achieved=achieved))
+    yaw = bins["yaw"]
+    assert [b["range"] for b in yaw] == ["0-10", "10-20", "20-30", "30-45", "45+"]
+    assert [b["n"] for b in yaw] == [1, 1, 1, 1, 1]
+    assert [b["median_abs_err_deg"] for b in yaw] == pytest.approx([2.5, 7.5, 12.5, 20.0, 30.0])
+    assert all(b["achieved_over_requested"] == pytest.approx(0.5) for b in yaw)
+    # pitch: every request is 0 -> all in the first bin, error 1 degree; the other bins are empty.
+    assert bins["pitch"][0]["n"] == 5 and bins["pitch"][0]["median_abs_err_deg"] == pytest.approx(1.0)
+    assert bins["pitch"][1]["n"] == 0 and bins["pitch"][1]["median_abs_err_deg"] is None
+    assert bins["yaw"][-1]["hi"] is None and math.isfinite(bins["yaw"][0]["hi"])
+
+
+def test_targets_and_table_on_fabricated_metrics():
+    m = {
+        "estimator": "world:fast",
+        "estimator_info": {"description": "test"},
+        "n_pairs": 3,
+        "pose": {
+            "median_abs_err_deg_within30": {"yaw": 1.0, "pitch": 3.0, "roll": 0.5},
+            "median_abs_err_deg": {"yaw": 1.0, "pitch": 3.0, "roll": 0.5},
+            "achieved_over_requested": 0.9,
+            "err_ratio": 0.2,
+            "moved": 1.0,
+            "nontarget_drift_ratio": 0.3,
+        },
+    }
+    t = _targets(m)
+    assert t["pose.median_abs_err_deg_within30.yaw"]["met"] is True
+    assert t["pose.median_abs_err_deg_within30.pitch"]["met"] is False
+    assert t["pose.achieved_over_requested"]["met"] is True
+    assert t["pose.nontarget_drift_ratio"]["met"] is False
+    assert "expression.err_ratio" not in t  # no expression rig: no row
+    m["targets"] = t
+    md = metrics_table(m)
+    assert "| `pose.achieved_over_requested` | 0.900 | >= 0.85 | yes |" in md
+
+
+# ----------------------------------------------------------------------------------------------------
+# On the real world, with the quick demo's tiny rig.
+
+
+def test_demo_quick_writes_everything(demo_dir):
+    out, result = demo_dir
+    assert [s.name for s in result.stages] == [
+        "sample",
+        "fit-dfr",
+        "train-rignet",
+        "mix",
+        "analyze",
+        "evaluate",
+    ]
+    for path in result.pictures.values():
+        assert path.endswith(".png") and Path(path).exists(), path
+    for name in ("metrics.json", "metrics.md", "run.json"):
+        assert (out / "evaluate" / name).exists()
+    assert json.loads((out / "demo.json").read_text())["stages"][0]["name"] == "sample"
+
+
+def test_metrics_json_has_the_issue_keys(demo_dir):
+    out, _ = demo_dir
+    m = json.loads((out / "evaluate" / "metrics.json").read_text())
+    assert m["estimator"] in ("world:fast", "world:fit")
+    for a in ("yaw", "pitch", "roll"):
+        assert isinstance(m["pose"]["median_abs_err_deg"][a], float)
+    for key in (
+        "pose.achieved_over_requested",
+        "expression.err_ratio",
+        "illumination.err_ratio",
+        "pose.nontarget_drift_ratio",
+        "expression.nontarget_drift_ratio",
+        "illumination.nontarget_drift_ratio",
+    ):
+        section, name = key.split(".")
+        assert isinstance(m[section][name], float), key
+    assert set(m["targets"]) == set(TARGETS)  # an `all` rig: every target has a number
+    bins = m["pose"]["by_requested_change"]
+    assert sum(b["n"] for b in bins["yaw"]) == m["n_pairs"]
+    assert "joint" in m and "floor" in m and m["anchor"]
+    lm = m["expression"]["landmark_rmse_px"]
+    assert lm["before"] >= 0 and lm["after"] >= 0
+
+
+def test_pose_pairs_agree_with_evaluate_on_world(demo_dir):
+    from stylerig.data import SampleSet
+    from stylerig.dfr import load_dfr
+    from stylerig.rignet import load_rignet
+
+    out, _ = demo_dir
+    m = json.loads((out / "evaluate" / "metrics.json").read_text())
+    rig, F = load_rignet(out / "rig"), load_dfr(out / "dfr" / "dfr.safetensors")
+    pairs = pose_pairs(rig, F, SampleSet(out / "samples"), n_pairs=m["n_pairs"])
+    err = (pairs.achieved - pairs.requested).abs().median(0).values
+    for j, a in enumerate(("yaw", "pitch", "roll")):
+        assert float(err[j]) == pytest.approx(m["pose"]["median_abs_err_deg"][a], abs=1e-4)
+
+
+def test_non_world_generator_is_one_clear_error(demo_dir, tmp_path, capsys):
+    from stylerig_cli.app import main
+
+    out, _ = demo_dir
+    with pytest.raises(InputError, match="built-in world") as ex:
+        evaluate([out / "rig"], generator="ffhq.pkl", out_dir=tmp_path)
+    assert ex.value.hint and "follow-up" in ex.value.hint
+    with pytest.raises(SystemExit) as ex2:
+        main(["evaluate", "--rig", str(out / "rig"), "--generator", "ffhq.pkl", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert ex2.value.code == 2 and "built-in world" in err and "hint:" in err
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_demo_rerun_skips_and_cli_evaluate(demo_dir, capsys, tmp_path):
+    from stylerig_cli.app import main
+
+    out, _ = demo_dir
+    with pytest.raises(SystemExit) as ex:
+        main(["demo", "--quick", "--out", str(out), "--threads", "1"])
+        raise SystemExit(0)
+    assert (ex.value.code or 0) == 0
+    shown = capsys.readouterr().out
+    assert "skipped" in shown and "pose.achieved_over_requested" in shown and "mix_pose" in shown
+    stages = json.loads((out / "demo.json").read_text())["stages"]
+    assert all(s["skipped"] for s in stages)
+    with pytest.raises(SystemExit) as ex:
+        main(
+            [
+                "evaluate",
+                "--rig",
+                str(out / "rig"),
+                "--n-pairs",
+                "4",
+                "--threads",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        raise SystemExit(0)
+    assert (ex.value.code or 0) == 0
+    assert "pose.achieved_over_requested" in capsys.readouterr().out
+    assert json.loads((tmp_path / "metrics.json").read_text())["n_pairs"] == 4
