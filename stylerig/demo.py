@@ -43,9 +43,9 @@ _MIX_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 class DemoConfig:
     """Step counts and sizes of the demo.
 
-    The defaults took 6.5 minutes end to end on 2 CPU cores shared with other work, ``--threads 1``
-    (sample 0.7 min, fit-dfr 1.6, train-rignet 3.4, mix + analyze 0.1, evaluate 0.9; ``docs/demo.md``);
-    under heavier load the sample and DFR stages took twice as long.
+    The defaults took about 4.3 minutes end to end on the project's 2-core machine (sample 24 s,
+    fit-dfr 66 s, train-rignet 2.4 min, mix + analyze 2 s, evaluate 28 s; ``docs/demo.md``); on cores
+    shared with other work, expect up to twice that.
     """
 
     n_samples: int = 3000  # sample set size (128x128 world portraits)
