@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from stylerig_cli.app import app, console
+from stylerig_cli.commands._training import report_run, run_with_progress
 
 
 @app.command("fit-dfr")
@@ -78,14 +77,12 @@ def fit_dfr(
 
     import torch
 
-    from stylerig.training import RichProgress
     from stylerig.training.dfr import DFRConfig
     from stylerig.training.dfr import fit_dfr as run
 
     if threads is not None:
         torch.set_num_threads(threads)
     cfg = dataclasses.replace(DFRConfig(), steps=steps, batch=batch, lr=lr, seed=seed)
-    main = os.environ.get("RANK", "0") in ("", "0")
     args = {
         "data": str(data),
         "out": str(out),
@@ -99,15 +96,10 @@ def fit_dfr(
         "seed": seed,
         "threads": threads,
     }
-    bar = (
-        RichProgress("fit-dfr", keys=("loss", "land_rmse_pct", "photo_mse"), console=console)
-        if main
-        else None
-    )
-    if bar is not None:
-        bar.__enter__()
-    try:
-        result = run(
+    result = run_with_progress(
+        "fit-dfr",
+        ("loss", "land_rmse_pct", "photo_mse"),
+        lambda bar: run(
             data,
             out,
             config=cfg,
@@ -117,24 +109,11 @@ def fit_dfr(
             resume=resume,
             progress=bar,
             arguments=args,
-        )
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
-    if result.rank != 0:
+        ),
+    )
+    if not report_run(result, steps, out):
         return
-    for note in result.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     t = result.train
-    if t.interrupted:
-        console.print(
-            f"[yellow]interrupted[/] at step {t.step}/{steps}; checkpoint saved in {escape(str(out))} "
-            "(run the same command again to continue)",
-            highlight=False,
-        )
-        sys.exit(130)
-    if t.resumed_from:
-        console.print(f"resumed from step {t.resumed_from}", highlight=False)
     m = result.metrics
     lines = [
         f"trained {t.step} steps in {t.elapsed_s / 60:.2f} min (whole command {result.seconds / 60:.2f} min)"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from stylerig_cli.app import app, console
+from stylerig_cli.commands._training import report_run, run_with_progress
 
 _MODES = ("pose", "expression", "illumination", "all")
 _ARCHS = ("rignet", "steering")
@@ -109,7 +108,6 @@ def train_rignet(
     import torch
 
     from stylerig.errors import InputError
-    from stylerig.training import RichProgress
     from stylerig.training.rignet import RigConfig
     from stylerig.training.rignet import train_rignet as run
 
@@ -163,16 +161,10 @@ def train_rignet(
         "seed": seed,
         "threads": threads,
     }
-    main = os.environ.get("RANK", "0") in ("", "0")
-    bar = (
-        RichProgress("train-rignet", keys=("loss", "rec", "edit", "consist"), console=console)
-        if main
-        else None
-    )
-    if bar is not None:
-        bar.__enter__()
-    try:
-        result = run(
+    result = run_with_progress(
+        "train-rignet",
+        ("loss", "rec", "edit", "consist"),
+        lambda bar: run(
             data,
             dfr,
             out,
@@ -182,24 +174,11 @@ def train_rignet(
             resume=resume,
             progress=bar,
             arguments=args,
-        )
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
-    if result.rank != 0:
+        ),
+    )
+    if not report_run(result, steps, out):
         return
-    for note in result.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     t = result.train
-    if t.interrupted:
-        console.print(
-            f"[yellow]interrupted[/] at step {t.step}/{steps}; checkpoint saved in {escape(str(out))} "
-            "(run the same command again to continue)",
-            highlight=False,
-        )
-        sys.exit(130)
-    if t.resumed_from:
-        console.print(f"resumed from step {t.resumed_from}", highlight=False)
     m = result.metrics
     console.print(
         f"trained {t.step} steps in {t.elapsed_s / 60:.2f} min ({result.samples_per_s:.1f} edits/s; "
