@@ -13,6 +13,7 @@ from stylerig.errors import InputError
 from stylerig.evaluate import (
     TARGETS,
     PosePairs,
+    _section,
     _targets,
     bin_pose_errors,
     evaluate,
@@ -80,7 +81,24 @@ def test_targets_and_table_on_fabricated_metrics():
     assert "expression.err_ratio" not in t  # no expression rig: no row
     m["targets"] = t
     md = metrics_table(m)
-    assert "| `pose.achieved_over_requested` | 0.900 | >= 0.85 | yes |" in md
+    assert "| `pose.achieved_over_requested` | 0.900 | – | >= 0.85 | yes |" in md  # no oracle: –
+    m["pose"]["oracle"] = {"achieved_over_requested": 0.99, "err_ratio": 0.1}
+    md = metrics_table(m)
+    assert "| `pose.achieved_over_requested` | 0.900 | 0.990 | >= 0.85 | yes |" in md
+    assert "| `pose.err_ratio` | 0.200 | 0.100 | | |" in md
+
+
+def test_section_nests_the_oracle_like_the_rig():
+    flat = {"rotation_err_ratio": 0.3, "yaw_median_err_deg": 2.0, "yaw_transfer_ratio": 0.8}
+    assert "oracle" not in _section(flat, "rotation", "rig")  # no oracle keys: no sub-section
+    flat |= {
+        "oracle_rotation_err_ratio": 0.1,
+        "oracle_yaw_median_err_deg": 0.5,
+        "oracle_yaw_transfer_ratio": 1.0,
+    }
+    s = _section(flat, "rotation", "rig")
+    assert s["err_ratio"] == 0.3 and s["oracle"]["err_ratio"] == 0.1
+    assert s["oracle"]["median_abs_err_deg"]["yaw"] == 0.5 and s["oracle"]["achieved_over_requested"] == 1.0
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -126,6 +144,10 @@ def test_metrics_json_has_the_issue_keys(demo_dir):
     assert "joint" in m and "floor" in m and m["anchor"]
     lm = m["expression"]["landmark_rmse_px"]
     assert lm["before"] >= 0 and lm["after"] >= 0
+    # The perfect edit (oracle) is measured for every group of the world's sample set.
+    for section in ("pose", "expression", "illumination"):
+        assert isinstance(m[section]["oracle"]["err_ratio"], float), section
+    assert m["pose"]["oracle"]["achieved_over_requested"] > 0.5  # the oracle really turns the head
 
 
 def test_pose_pairs_agree_with_evaluate_on_world(demo_dir):
@@ -186,3 +208,36 @@ def test_demo_rerun_skips_and_cli_evaluate(demo_dir, capsys, tmp_path):
     assert (ex.value.code or 0) == 0
     assert "pose.achieved_over_requested" in capsys.readouterr().out
     assert json.loads((tmp_path / "metrics.json").read_text())["n_pairs"] == 4
+
+
+def test_oracle_codes_swap_exactly_the_groups_factors(demo_dir):
+    """The perfect edit: the mapping of the source's factors with the group's factors from the partner."""
+    import numpy as np
+
+    from stylerig.data import SampleSet
+    from stylerig.training.rignet import _oracle_codes
+    from stylerig.worlds import load_world
+    from stylerig.worlds.prior import FACTOR_GROUPS, FACTOR_NAMES
+
+    out, _ = demo_dir
+    data, world = SampleSet(out / "samples"), load_world()
+    w_rows, v_rows = np.array([0, 1, 2]), np.array([3, 4, 5])
+    codes = _oracle_codes(world, data, w_rows, v_rows, [("rotation",), ("expression", "illumination")])
+    assert codes is not None and [tuple(c.shape) for c in codes] == [(3, world.generator.num_ws, 512)] * 2
+    z_w, z_v = world.z(data.seeds[w_rows]), world.z(data.seeds[v_rows])
+    z = z_w.clone()
+    z[:, :3] = z_v[:, :3]  # yaw, pitch, roll are the first three factors
+    torch.testing.assert_close(codes[0], world.generator.mapping(z, None, truncation_psi=1))
+    assert not torch.allclose(codes[0], world.generator.mapping(z_w, None, truncation_psi=1))
+    # the second edit swaps both groups: the truth of its factors has the partner's light and expression
+    z2 = z_w.clone()
+    for names in ("expression", "illumination"):
+        idx = [FACTOR_NAMES.index(n) for n in FACTOR_GROUPS[names]]
+        z2[:, idx] = z_v[:, idx]
+    torch.testing.assert_close(codes[1], world.generator.mapping(z2, None, truncation_psi=1))
+
+    class NotWorld:  # a set whose codes are not its seeds' world codes: no oracle
+        seeds = data.seeds
+        ws = data.ws[:] + 0.5
+
+    assert _oracle_codes(world, NotWorld(), w_rows, v_rows, [("rotation",)]) is None

@@ -532,6 +532,7 @@ def evaluate_on_world(
     method: str = "auto",
     estimate_kw: Mapping[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
+    oracle: bool = True,
 ) -> dict[str, float]:
     """The issue's edit accuracy on the built-in world, measured with its independent estimator.
 
@@ -552,9 +553,15 @@ def evaluate_on_world(
     truth (generator + estimator error: no rig can do better): ``floor_{yaw,pitch,roll}_median_err_deg``
     and ``floor_<group>_rms`` in the normalised units.
 
+    ``oracle`` (default on): the same metrics, prefixed ``oracle_``, for the *perfect* edit, which only
+    the world can make: the source's world factors with the edited group's factors taken from the
+    partner's (:data:`ORACLE_FACTOR_GROUP`), through the generator's own mapping. It shows what the generator
+    and the estimator let any rig reach (an err ratio the oracle cannot reach, no rig can); it is skipped
+    (``oracle_available`` = 0) when the set's codes are not the world's untruncated codes of its seeds.
+
     Returns:
         :func:`edit_metrics` per edited group (and ``joint_`` for all three at once in mode ``all``),
-        plus the floors, ``n_sources`` and ``n_images`` estimated.
+        plus the floors, the ``oracle_`` keys, ``n_sources`` and ``n_images`` estimated.
     """
     from stylerig.worlds import load_world
 
@@ -606,7 +613,56 @@ def evaluate_on_world(
         out[f"floor_{name}_median_err_deg"] = float(err[:, j].median())
     for g in ("identity", "expression", "reflectance", "illumination", "rotation"):
         out[f"floor_{g}_rms"] = float(_group_rms(est_src - t_src, g, std, active).mean())
+    if oracle:
+        oracle_ws = _oracle_codes(world, data, w_rows, v_rows, [g for g, _ in _targets(rig, p_before, p_v)])
+        out["oracle_available"] = float(oracle_ws is not None)
+        if oracle_ws is not None:
+            for (groups, target), ws_o in zip(_targets(rig, p_before, p_v), oracle_ws, strict=True):
+                m = edit_metrics(p_before, target, measure(ws_o), groups, std, active)
+                prefix = "oracle_" + ("" if len(groups) == 1 else "joint_")
+                out.update({prefix + k: v for k, v in m.items()})
     out["n_sources"] = float(len(sources))
     out["n_images"] = float(n_images)
     out["estimator_fast"] = float(method == "fast")
+    return out
+
+
+#: The world's factor group (:data:`stylerig.worlds.prior.FACTOR_GROUPS`) behind each rig group.
+ORACLE_FACTOR_GROUP: dict[str, str] = {
+    "rotation": "pose",
+    "expression": "expression",
+    "illumination": "illumination",
+}
+
+
+@torch.no_grad()
+def _oracle_codes(
+    world: Any, data: SampleSet, w_rows: np.ndarray, v_rows: np.ndarray, edits: list[tuple[str, ...]]
+) -> list[torch.Tensor] | None:
+    """The perfect edits' W+ codes [N, num_ws, w_dim], one tensor per entry of ``edits``, or None.
+
+    None when the set was not sampled from ``world`` at psi 1 without mixing (its codes then differ from
+    the mapping of its seeds' factors), or when a group's truth does not follow from its factors alone.
+    """
+    from stylerig.worlds.prior import FACTOR_GROUPS, FACTOR_NAMES, factors_to_world
+
+    if data.seeds is None:
+        return None
+    G = world.generator
+    z_w = world.z(np.asarray(data.seeds[w_rows]))
+    z_v = world.z(np.asarray(data.seeds[v_rows]))
+    ws_w = torch.from_numpy(np.array(data.ws[w_rows], dtype=np.float32))
+    if G.num_ws != ws_w.shape[1] or (G.mapping(z_w, None, truncation_psi=1) - ws_w).abs().amax() > 1e-3:
+        return None
+    p_v = factors_to_world(z_v)[0]
+    out = []
+    for groups in edits:
+        z = z_w.clone()
+        for g in groups:
+            idx = [FACTOR_NAMES.index(n) for n in FACTOR_GROUPS[ORACLE_FACTOR_GROUP[g]]]
+            z[:, idx] = z_v[:, idx]
+        p = factors_to_world(z)[0]
+        if any((params.get(p, g) - params.get(p_v, g)).abs().amax() > 1e-5 for g in groups):
+            return None
+        out.append(G.mapping(z, None, truncation_psi=1))
     return out

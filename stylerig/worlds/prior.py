@@ -83,6 +83,7 @@ from stylerig.face.procedural import EXPRESSION_NAMES, IDENTITY_NAMES, REFLECTAN
 from stylerig.render.shading import sh_basis
 
 __all__ = [
+    "FACTOR_GROUPS",
     "FACTOR_NAMES",
     "NUM_FACTORS",
     "SCENE_KEYS",
@@ -282,3 +283,21 @@ def factors_to_world(z: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Ten
         "hair_length": sig(1.5 * (f["hair_length"] - 0.3))[:, None],
     }
     return p, scene
+
+
+#: Which world factors (:data:`~stylerig.worlds.prior.FACTOR_NAMES`) make each parameter group.
+FACTOR_GROUPS: dict[str, tuple[str, ...]] = {
+    "pose": ("yaw", "pitch", "roll"),
+    "expression": ("jaw_open", "smile", "eye_close", "brow_raise", "smile_asym", "mouth_stretch"),
+    "illumination": ("light_azimuth", "light_elevation", "light_strength", "ambient", "light_warmth"),
+    "identity": (
+        "face_width",
+        "face_length",
+        "jaw_width",
+        "nose_length",
+        "nose_width",
+        "eye_size",
+        "cheek_fullness",
+    ),
+    "reflectance": ("skin_tone", "redness", "yellowness", "lip_colour", "hair_lightness", "hair_redness"),
+}

@@ -33,30 +33,13 @@ import numpy as np
 import torch
 
 from stylerig import params
-from stylerig.worlds.prior import FACTOR_NAMES, factors_to_world
+from stylerig.worlds.prior import FACTOR_GROUPS, FACTOR_NAMES, factors_to_world
 from stylerig.worlds.world import World
 
 __all__ = ["FACTOR_GROUPS", "REPORT_SEEDS", "entanglement", "fidelity", "world_report", "write_world_report"]
 
 #: First held-out seed of the report (the training log uses 1 000 000 ... 1 000 127).
 REPORT_SEEDS = 2_000_000
-
-#: Which world factors (:data:`~stylerig.worlds.prior.FACTOR_NAMES`) make each parameter group.
-FACTOR_GROUPS: dict[str, tuple[str, ...]] = {
-    "pose": ("yaw", "pitch", "roll"),
-    "expression": ("jaw_open", "smile", "eye_close", "brow_raise", "smile_asym", "mouth_stretch"),
-    "illumination": ("light_azimuth", "light_elevation", "light_strength", "ambient", "light_warmth"),
-    "identity": (
-        "face_width",
-        "face_length",
-        "jaw_width",
-        "nose_length",
-        "nose_width",
-        "eye_size",
-        "cheek_fullness",
-    ),
-    "reflectance": ("skin_tone", "redness", "yellowness", "lip_colour", "hair_lightness", "hair_redness"),
-}
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
