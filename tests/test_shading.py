@@ -6,7 +6,14 @@ import math
 
 import torch
 
-from stylerig.render.shading import AMBIENT, sh_basis, sh_shade, vertex_normals
+from stylerig.render.shading import (
+    AMBIENT,
+    _sh_shade_autograd,
+    _vertex_normals_autograd,
+    sh_basis,
+    sh_shade,
+    vertex_normals,
+)
 
 
 def reference_normals(v: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
@@ -95,3 +102,64 @@ def test_topology_cache_never_serves_another_mesh(tiny_face):
             vertex_normals(v, shuffled), -reference_normals(v, good), atol=1e-12, rtol=0
         )
         del shuffled
+
+
+def _with_isolated_vertex(tiny_face):
+    """The tiny face's triangles over its vertices plus one vertex no triangle uses (its normal is 0)."""
+    v = tiny_face.mean_shape[None].double() + 0.01 * torch.randn(
+        2, tiny_face.num_vertices, 3, dtype=torch.float64
+    )
+    return torch.cat([v, torch.randn(2, 1, 3, dtype=torch.float64)], 1), tiny_face.triangles
+
+
+def test_vertex_normals_custom_backward_matches_plain_autograd(tiny_face):
+    """The fused _VertexNormals Function against the plain-autograd reference: values and gradients."""
+    v, tri = _with_isolated_vertex(tiny_face)
+    v = v.requires_grad_(True)
+    n, ref = vertex_normals(v, tri), _vertex_normals_autograd(v, tri)
+    torch.testing.assert_close(n, ref, atol=1e-12, rtol=0)
+    assert n[:, -1].abs().max() == 0
+    grad = torch.randn_like(ref)
+    got = torch.autograd.grad(n, v, grad)[0]
+    want = torch.autograd.grad(ref, v, grad)[0]
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+    # float32 as well (the training dtype), with a permuted (non-contiguous) input.
+    v32 = v.detach().float().permute(1, 0, 2).contiguous().permute(1, 0, 2).requires_grad_(True)
+    grad32 = grad.float()
+    got32 = torch.autograd.grad(vertex_normals(v32, tri), v32, grad32)[0]
+    torch.testing.assert_close(got32.double(), want, atol=1e-4, rtol=1e-4)
+
+
+def test_vertex_normals_gradcheck_batch_and_isolated_vertex(tiny_face):
+    v, tri = _with_isolated_vertex(tiny_face)
+    assert torch.autograd.gradcheck(lambda x: vertex_normals(x, tri), (v.requires_grad_(True),))
+
+
+def test_sh_shade_custom_backward_matches_plain_autograd(tiny_face):
+    """The analytic _SHShade Function against the plain-autograd reference, on both normal layouts."""
+    v = tiny_face.mean_shape[None].double().repeat(2, 1, 1)
+    normals = (
+        vertex_normals(v, tiny_face.triangles),  # component-major view (the renderer's path)
+        torch.nn.functional.normalize(torch.randn(2, tiny_face.num_vertices, 3, dtype=torch.float64), dim=-1),
+    )
+    for n0 in normals:
+        n = n0.detach().requires_grad_(True)
+        a = torch.rand(2, tiny_face.num_vertices, 3, dtype=torch.float64, requires_grad=True)
+        g = 0.3 * torch.randn(2, 27, dtype=torch.float64).requires_grad_(True)
+        col, ref = sh_shade(a, n, g), _sh_shade_autograd(a, n, g)
+        torch.testing.assert_close(col, ref, atol=1e-12, rtol=0)
+        grad = torch.randn_like(ref)
+        got = torch.autograd.grad(col, (a, n, g), grad)
+        want = torch.autograd.grad(ref, (a, n, g), grad)
+        for x, y in zip(got, want, strict=True):
+            torch.testing.assert_close(x, y, atol=1e-10, rtol=1e-10)
+        # Only some inputs needing gradients.
+        gg = torch.autograd.grad(sh_shade(a.detach(), n.detach(), g), g, grad)[0]
+        torch.testing.assert_close(gg, want[2], atol=1e-10, rtol=1e-10)
+
+
+def test_sh_shade_broadcast_albedo_takes_reference_path():
+    n = torch.nn.functional.normalize(torch.randn(2, 5, 3, dtype=torch.float64), dim=-1)
+    a = torch.rand(1, 5, 3, dtype=torch.float64)
+    g = torch.randn(2, 27, dtype=torch.float64)
+    torch.testing.assert_close(sh_shade(a, n, g), sh_shade(a.expand(2, -1, -1).clone(), n, g))

@@ -166,7 +166,9 @@ class FaceRenderer(nn.Module):
         B = p.shape[0]
         frags = rasterize_to_fragments(clip, self._tri32, (H, W), backend=self.backend)
         skin = fm.skin_mask.to(colors.dtype)[None, :, None].expand(B, -1, 1)
-        attrs = torch.cat([colors * 2.0 - 1.0, skin], dim=-1)  # [B, V, 4]
+        # Built channel-major ([4, B, V], returned as a [B, V, 4] view): what interpolate_fragments reads
+        # without a copy (colors already is such a view).
+        attrs = torch.cat([(colors * 2.0 - 1.0).permute(2, 0, 1), skin.permute(2, 0, 1)]).permute(1, 2, 0)
         out = interpolate_fragments(attrs, frags, fm.triangles)  # [B, H, W, 4]
         mask = torch.zeros(B * H * W, dtype=colors.dtype, device=colors.device)
         mask.index_fill_(0, frags.pixel, 1.0)
