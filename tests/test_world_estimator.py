@@ -215,3 +215,18 @@ def test_world_estimate_methods(renders) -> None:
     assert fit.shape == (1, params.NUM_PARAMS)
     with pytest.raises(InputError):
         World.estimate(_Stub(), images[:1], method="nope")  # type: ignore[arg-type]
+
+
+def test_expression_param_loss_ignores_saturated_factor_errors():
+    """The recipe's optional p-space term: a factor error where the image no longer changes costs ~0."""
+    from stylerig.worlds.estimator_train import _expression_param_loss, _expression_scale
+    from stylerig.worlds.prior import FACTOR_NAMES, NUM_FACTORS
+
+    scale = _expression_scale(2000)
+    assert int((scale != 1.0).sum()) == 6  # the world's six expressions
+    z = torch.zeros(2, NUM_FACTORS)
+    i = FACTOR_NAMES.index("smile")
+    far, farther = z.clone(), z.clone()
+    far[:, i], farther[:, i] = 4.0, 6.0  # both far in the sigmoid's flat tail: the same smile
+    assert float(_expression_param_loss(far, farther, scale)) < 1e-3
+    assert float(_expression_param_loss(z, far, scale)) > 0.1  # 0 -> 4: a visible smile

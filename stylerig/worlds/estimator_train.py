@@ -7,7 +7,11 @@ portraits (:func:`~stylerig.worlds.scene.render_portrait`, 128x128, area-downsam
 input) into a replay buffer of ``buffer`` images, and trains on ``batch`` images drawn from the buffer,
 each augmented afresh (Gaussian blur of random width, pixel noise of random strength: the generator's
 images are slightly soft). Loss: weighted L1 on the factors (rotation x ``rotation_weight``,
-expression and light factors x ``detail_weight``, the rest x 1). Adam, cosine learning-rate decay over
+expression and light factors x ``detail_weight``, the rest x 1). Optionally (``expression_param_weight`` > 0, off in the
+shipped recipe) an L1 on the expression *parameters* of the predicted factors as well: the smile and the
+blink saturate in their factors, and measured on 256 world renders this lifts the correlation of the
+estimated smile with the truth from 0.18 to 0.80 (4,000 steps, ``--input-size 128 --stem-stride 2``) --
+but on the generator's images it stays at 0.03, because the shipped generator hardly draws the smile. Adam, cosine learning-rate decay over
 ``schedule_steps`` to 5 %. Never trained on generator images, DFR or the generator's latents.
 
 Outputs in ``out_dir``: ``checkpoint.safetensors`` (network + batch-norm statistics + Adam state + step
@@ -91,6 +95,10 @@ class EstimatorTrainConfig:
     noise_max: float = 0.03  # pixel noise sd ([-1, 1] units), drawn uniformly from [0, max]
     rotation_weight: float = 4.0
     detail_weight: float = 2.0
+    # L1 on the expression parameters p (each in sd of the prior) of the predicted factors, on top of the
+    # factor L1: smile, blinks and jaw opening saturate (sigmoid / softplus of their factor), so a factor
+    # error where the image no longer changes costs as much as a visible one; in p it costs nothing.
+    expression_param_weight: float = 0.0
     input_size: int = 64
     stem_stride: int = 1
     widths: str = "16,24,48,96,128"
@@ -120,6 +128,25 @@ def _loss_weights(cfg: EstimatorTrainConfig) -> torch.Tensor:
     for name in _DETAIL:
         w[FACTOR_NAMES.index(name)] = cfg.detail_weight
     return w / w.mean()
+
+
+def _expression_scale(n: int = 20000) -> torch.Tensor:
+    """float [64]: the prior's sd of each expression parameter (1 where it never varies), seed 0."""
+    from stylerig import params
+
+    z = torch.randn(n, NUM_FACTORS, generator=torch.Generator().manual_seed(0))
+    sd = params.get(factors_to_world(z)[0], "expression").std(0)
+    return torch.where(sd > 1e-6, sd, torch.ones_like(sd))
+
+
+def _expression_param_loss(pred: torch.Tensor, true: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Mean L1 between the expression parameters (in prior sd) of predicted and true factors [B, 38]."""
+    from stylerig import params
+
+    e_pred = params.get(factors_to_world(pred)[0], "expression")
+    e_true = params.get(factors_to_world(true)[0], "expression")
+    used = scale != 1.0
+    return ((e_pred - e_true).abs() / scale)[:, used].mean()
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, blur_max: float, noise_max: float) -> torch.Tensor:
@@ -289,6 +316,7 @@ def train_estimator(
     )
     world = _Renders(cfg)
     weights = _loss_weights(cfg)
+    exp_scale = _expression_scale()
     log_path = out / "log.jsonl"
 
     def checkpoint() -> None:
@@ -342,7 +370,10 @@ def train_estimator(
         n = min(cfg.batch, cfg.renders_per_step)
         pick[:n] = idx[:n]  # every fresh render is used at once
         x = augment(x_buf[pick], rng, cfg.blur_max * cfg.input_size / 64.0, cfg.noise_max)
-        loss = ((net(x) - z_buf[pick]).abs() * weights).mean()
+        pred = net(x)
+        loss = ((pred - z_buf[pick]).abs() * weights).mean()
+        if cfg.expression_param_weight > 0:
+            loss = loss + cfg.expression_param_weight * _expression_param_loss(pred, z_buf[pick], exp_scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
