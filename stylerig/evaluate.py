@@ -15,10 +15,18 @@ generator's images of ŵ), to which this module adds:
   ``<mode>.nontarget_drift_ratio``, ``estimator``), the issue-6 targets with met / missed, a Markdown
   table ``metrics.md`` and ``run.json``.
 
-Only the built-in world can be measured for now: it has the independent estimator and the true
-parameters of every sample. For any other generator :func:`evaluate` raises one
-:class:`~stylerig.errors.InputError` with a hint; the issue's image-based fit with detected landmarks
-(and dlib identity similarity) for real generators is a follow-up.
+Two estimators read the generator's images (``metrics.json``'s ``estimator`` says which was used):
+
+* the **built-in world** (no ``--generator``, or ``builtin``): the world's own independent estimator
+  (``world:fast`` / ``world:fit``), with the true parameters of every sample (floors, the oracle);
+* **any other generator** (a checkpoint file ``load_generator`` reads): no world estimator and no truth
+  exist, so :func:`measure_on_generator` reads each image with a landmark detector
+  (:mod:`stylerig.landmarks`) and the image-based fit of :mod:`stylerig.image_fit` (``image-fit:<detector>``):
+  before = fit(G(w)), target = before with the edited group(s) taken from fit(G(v)), after = fit(G(ŵ)),
+  all through the same :func:`~stylerig.training.rignet.edit_metrics`, with ``std`` / ``active`` from the
+  fits of the unedited held-out images. When dlib's face-recognition model is installed
+  (:func:`stylerig.image_fit.identity_embedder`), ``<mode>.identity_similarity`` is the mean cosine
+  similarity of the dlib descriptors of G(w) and G(ŵ); ``estimator_info.identity`` says whether it ran.
 """
 
 from __future__ import annotations
@@ -44,14 +52,18 @@ __all__ = [
     "MODE_OF_GROUP",
     "POSE_BINS_DEG",
     "TARGETS",
+    "IDENTITY_MISSING",
     "EditPairs",
     "EvaluateResult",
+    "ImageFitEstimator",
+    "ImageReading",
     "PosePairs",
     "anchor_error",
     "bin_pose_errors",
     "edit_pairs",
     "evaluate",
     "landmark_rmse_px",
+    "measure_on_generator",
     "metrics_table",
     "pose_pairs",
 ]
@@ -329,7 +341,284 @@ def anchor_error(rig: RigNet, dfr: DFR, ws: torch.Tensor) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Real generators: the image-based fit with detected landmarks (no world estimator, no truth).
+
+#: ``estimator_info.identity`` when dlib's face-recognition model is not installed.
+IDENTITY_MISSING = "not available: pip install 'stylerig[dlib]'"
+
+
+@dataclass(frozen=True)
+class ImageReading:
+    """What the image-fit estimator read from generator images (:class:`ImageFitEstimator`).
+
+    Attributes:
+        p: float32 [N, 257] fitted parameters (NaN rows where no face was detected).
+        ok: bool [N] a face was detected (and fitted).
+        landmark_rmse_px: float32 [N] the fit's landmark rms against the detection, pixels (NaN: no face).
+        photo_psnr: float32 [N] the fit's masked PSNR, dB (NaN: no face).
+        identity: float32 [N, 128] unit identity descriptors, or None without an embedder (NaN rows: no face).
+    """
+
+    p: torch.Tensor
+    ok: torch.Tensor
+    landmark_rmse_px: torch.Tensor
+    photo_psnr: torch.Tensor
+    identity: torch.Tensor | None
+
+    def take(self, rows: np.ndarray | torch.Tensor) -> ImageReading:
+        """The readings of ``rows`` (int64 [M] indices into this reading)."""
+        r = torch.as_tensor(rows, dtype=torch.long)
+        return ImageReading(
+            p=self.p[r],
+            ok=self.ok[r],
+            landmark_rmse_px=self.landmark_rmse_px[r],
+            photo_psnr=self.photo_psnr[r],
+            identity=None if self.identity is None else self.identity[r],
+        )
+
+
+class ImageFitEstimator:
+    """W+ codes -> the generator's images -> detected landmarks -> :func:`stylerig.image_fit.fit_params`.
+
+    Each chunk of codes is drawn as ``stylerig sample`` draws a set (``G.synthesis`` with the set's
+    ``noise_mode``, clamped to [-1, 1], resized to the set's resolution with
+    :func:`stylerig.sampling.resize_images`, rounded to uint8), so the detector, the fit and the identity
+    embedder see the same images as the DFR and the rig did in training. The fit runs at that resolution
+    with a :class:`~stylerig.render.FaceRenderer` of ``face_model``. Neither the DFR nor the codes take
+    part in the reading (only the images do).
+
+    Args:
+        generator: the :class:`~stylerig.gan.Generator`. detector: a
+            :class:`~stylerig.data.LandmarkDetector`. face_model: the model the DFR speaks.
+        resolution: the set's image size (pixels). noise_mode: the set's (``const`` by default).
+        embedder: :data:`~stylerig.image_fit.IdentityEmbedder` or None. chunk: images per generator call.
+        fit_kw: keywords for :func:`~stylerig.image_fit.fit_params` (``steps``, ``land_steps``, ...).
+        log: progress messages.
+    """
+
+    def __init__(
+        self,
+        generator: Any,
+        detector: Any,
+        face_model: Any,
+        resolution: int,
+        *,
+        noise_mode: str = "const",
+        embedder: Any = None,
+        chunk: int = 16,
+        fit_kw: Mapping[str, Any] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        from stylerig.render import FaceRenderer
+
+        self.generator, self.detector, self.face_model = generator, detector, face_model
+        self.resolution, self.noise_mode, self.embedder = int(resolution), noise_mode, embedder
+        self.chunk, self.fit_kw, self.log = max(1, int(chunk)), dict(fit_kw or {}), log
+        self.renderer = FaceRenderer(face_model, self.resolution, backend="auto")
+        self.n_images = 0
+
+    @torch.no_grad()
+    def images(self, ws: torch.Tensor) -> np.ndarray:
+        """uint8 [N, R, R, 3] the generator's images of codes [N, num_ws, w_dim] at the set's resolution."""
+        from stylerig.sampling import resize_images
+        from stylerig.viz import to_uint8
+
+        img = self.generator.synthesis(ws.float(), noise_mode=self.noise_mode)
+        return to_uint8(resize_images(img.float().clamp(-1, 1), self.resolution))
+
+    def __call__(self, ws: torch.Tensor) -> ImageReading:
+        """Read codes [N, num_ws, w_dim] -> :class:`ImageReading` (N rows)."""
+        from stylerig.image_fit import fit_params
+        from stylerig.landmarks import check_detections
+
+        parts: list[ImageReading] = []
+        for i in range(0, ws.shape[0], self.chunk):
+            u8 = self.images(ws[i : i + self.chunk])
+            lms, found = check_detections(*self.detector(u8), len(u8), self.detector.name)
+            x = torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            fit = fit_params(x, torch.from_numpy(lms), self.face_model, self.renderer, **self.fit_kw)
+            emb = None
+            if self.embedder is not None:
+                emb = torch.from_numpy(np.asarray(self.embedder(u8, lms), dtype=np.float32))
+            parts.append(
+                ImageReading(
+                    p=fit.p.float().cpu(),
+                    ok=fit.ok.cpu() & torch.from_numpy(np.asarray(found, dtype=bool)),
+                    landmark_rmse_px=fit.landmark_rmse_px.float().cpu(),
+                    photo_psnr=fit.photo_psnr.float().cpu(),
+                    identity=emb,
+                )
+            )
+            self.n_images += len(u8)
+            if self.log is not None:
+                self.log(f"read {self.n_images} images (landmarks + fit)")
+        return ImageReading(
+            p=torch.cat([r.p for r in parts]),
+            ok=torch.cat([r.ok for r in parts]),
+            landmark_rmse_px=torch.cat([r.landmark_rmse_px for r in parts]),
+            photo_psnr=torch.cat([r.photo_psnr for r in parts]),
+            identity=None if self.embedder is None else torch.cat([r.identity for r in parts]),  # type: ignore[misc]
+        )
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise cosine similarity of float [N, D] descriptors -> [N]."""
+    return torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1).float()
+
+
+def _median(x: torch.Tensor) -> float | None:
+    x = x[torch.isfinite(x)]
+    return float(x.median()) if x.numel() else None
+
+
+@torch.no_grad()
+def measure_on_generator(
+    rig: RigNet,
+    dfr: DFR,
+    data: SampleSet,
+    estimator: ImageFitEstimator,
+    *,
+    n_pairs: int = 500,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    sources: tuple[np.ndarray, ImageReading] | None = None,
+) -> tuple[dict[str, float], dict[str, EditPairs], tuple[np.ndarray, ImageReading]]:
+    """:func:`~stylerig.training.rignet.evaluate_on_world`'s edit metrics on any generator, read by the image fit.
+
+    The same held-out pairs (w, v) (:func:`~stylerig.training.rignet.heldout_pairs` of the same split);
+    with no truth, the partner's parameters are *read* too: before = fit(G(w)), p_v = fit(G(v)),
+    target = before with the edited group(s) from p_v (each controlled group alone and, for ``all``, the
+    three together: :func:`~stylerig.training.rignet._targets`), the rig edits w towards the target
+    (the steering rig gets ``p_current = F(w)``), after = fit(G(ŵ)); then
+    :func:`~stylerig.training.rignet.edit_metrics` with ``std`` / ``active`` of the fits of the
+    distinct unedited held-out images (w and v rows). Pairs whose w or v image has no detected face are
+    left out before editing; edits whose image has none are counted (``<group>_no_face``) and left out.
+
+    Args:
+        rig, dfr: the rig and its F. data: the sample set (its codes; no params needed).
+        estimator: the :class:`ImageFitEstimator`. n_pairs, val_fraction, seed: as for evaluate_on_world.
+        sources: (rows, reading) of an earlier call on the same pairs (several rigs: read once).
+
+    Returns:
+        (flat metrics: edit_metrics' keys per edited group, ``joint_`` for all three together, plus
+        ``<group>_identity_similarity`` (mean cosine of G(w) and G(ŵ) descriptors; only with an
+        embedder), ``<group>_no_face``, ``n_pairs_valid``, ``n_images``; the single-group
+        :class:`EditPairs` of the valid edits; the ``sources`` to pass to the next call).
+    """
+    from stylerig.training.rignet import _std_and_active, _targets, edit_metrics, heldout_pairs
+
+    _, val_rows = data.split(val_fraction, seed=seed)
+    w_rows, v_rows = heldout_pairs(val_rows, n_pairs, seed)
+    if sources is None:
+        rows = np.unique(np.concatenate([w_rows, v_rows]))
+        sources = (rows, estimator(torch.from_numpy(np.array(data.ws[rows], dtype=np.float32))))
+    rows, reading = sources
+    src_ok = reading.p[reading.ok]
+    if src_ok.shape[0] < 2:
+        raise InputError(
+            f"{estimator.detector.name} found a face in {src_ok.shape[0]} of {len(rows)} held-out images; "
+            "the image fit needs at least 2",
+            hint="check the generator's images (stylerig mix / sample) or try another --landmarks detector",
+        )
+    std, active = _std_and_active(src_ok)
+    r_w = reading.take(np.searchsorted(rows, w_rows))
+    r_v = reading.take(np.searchsorted(rows, v_rows))
+    valid = (r_w.ok & r_v.ok).numpy()
+    out: dict[str, float] = {"n_pairs_valid": float(valid.sum())}
+    pairs: dict[str, EditPairs] = {}
+    if not valid.any():
+        return out, pairs, sources
+    r_w, r_v = r_w.take(np.nonzero(valid)[0]), r_v.take(np.nonzero(valid)[0])
+    rig, dfr = rig.cpu().eval(), dfr.cpu().eval()
+    ws = torch.from_numpy(np.array(data.ws[w_rows[valid]], dtype=np.float32))
+    p_cur = dfr(ws)
+    for groups, target in _targets(rig, r_w.p, r_v.p):
+        after = estimator(rig(ws, target, p_current=p_cur))
+        key = groups[0] if len(groups) == 1 else "joint"
+        prefix = "" if len(groups) == 1 else "joint_"
+        ok = after.ok
+        out[f"{key}_no_face"] = float((~ok).sum())
+        out[f"{key}_n"] = float(ok.sum())
+        if not bool(ok.any()):
+            continue
+        m = edit_metrics(r_w.p[ok], target[ok], after.p[ok], groups, std, active)
+        out.update({prefix + k: v for k, v in m.items()})
+        if r_w.identity is not None and after.identity is not None:
+            out[f"{key}_identity_similarity"] = float(_cosine(r_w.identity[ok], after.identity[ok]).mean())
+        if len(groups) == 1:
+            pairs[groups[0]] = EditPairs(before=r_w.p[ok], target=target[ok], after=after.p[ok])
+    return out, pairs, sources
+
+
+def _face_model_for(dfr: DFR, face_model: Any) -> Any:
+    """The face model to fit: the given one, else the one recorded in the DFR (procedural by default).
+
+    The fitted parameters are the rig's edit targets, so they must be in the model the DFR speaks.
+    """
+    from stylerig.face import load_face_model
+    from stylerig.face.model import MorphableModel
+
+    if isinstance(face_model, MorphableModel):
+        return face_model
+    if face_model is not None:
+        return load_face_model(face_model)
+    rec = (getattr(dfr, "info", None) or {}).get("face_model") or {}
+    source = rec.get("source") if isinstance(rec, Mapping) else None
+    if not source or str(source).lower() in ("built-in", "builtin", "procedural"):
+        return load_face_model(None)
+    try:
+        return load_face_model(source)
+    except (AssetError, InputError) as e:
+        raise AssetError(
+            f"the DFR was fitted with the face model {source}, which cannot be loaded here ({e.message})",
+            hint="pass --face-model (the model the DFR was fitted with)",
+        ) from e
+
+
+def _load_detector(detector: Any, generator: Any) -> Any:
+    """A landmark detector by name (:func:`stylerig.landmarks.load_detector`) or as given; one
+    :class:`~stylerig.errors.InputError` with the install hint when none can run here."""
+    from stylerig.errors import BackendUnavailableError
+
+    if not isinstance(detector, str):
+        if not callable(detector) or not getattr(detector, "name", None):
+            raise InputError(
+                f"detector must be a name or a LandmarkDetector (a callable with a name), got {detector!r}"
+            )
+        return detector
+    from stylerig import landmarks
+
+    try:
+        return landmarks.load_detector(detector)
+    except (BackendUnavailableError, AssetError) as e:
+        raise InputError(
+            f"measuring edits on {generator} reads its images with a landmark detector, and none can run "
+            f"here ({e.message})",
+            hint=f"{e.hint or 'install one'}; `stylerig doctor` shows what is found",
+        ) from e
+
+
+def _resolve_embedder(embedder: Any) -> tuple[Any, str]:
+    """(the identity embedder or None, what ``estimator_info.identity`` says)."""
+    from stylerig.image_fit import identity_embedder
+
+    if embedder == "auto":
+        e = identity_embedder()
+        return e, (e.name if e is not None else IDENTITY_MISSING)  # type: ignore[attr-defined]
+    if embedder is None:
+        return None, "off"
+    if not callable(embedder):
+        raise InputError(f"embedder must be 'auto', None or a callable, got {embedder!r}")
+    return embedder, str(getattr(embedder, "name", type(embedder).__name__))
+
+
+# ----------------------------------------------------------------------------------------------------
 # The command's library function.
+
+
+def _is_world(generator: str | os.PathLike[str] | None) -> bool:
+    """True for the built-in world (None or ``"builtin"``), False for a generator file."""
+    return generator is None or str(generator) == "builtin"
 
 
 def _resolve(
@@ -338,12 +627,11 @@ def _resolve(
     data: str | os.PathLike[str] | SampleSet | None,
     generator: str | os.PathLike[str] | None,
 ) -> tuple[list[tuple[str, RigNet]], DFR, str, SampleSet]:
-    if generator is not None and str(generator) != "builtin":
-        raise InputError(
-            "stylerig evaluate measures edits only on the built-in world for now (no independent estimator "
-            f"exists for {generator})",
-            hint="evaluate on the built-in world (leave out --generator); the landmark-fit estimator for real "
-            "generators is a follow-up",
+    if not _is_world(generator) and not Path(str(generator)).is_file():
+        raise AssetError(
+            f"generator file not found: {generator}",
+            hint="pass a generator checkpoint (NVIDIA .pkl, rosinality .pt, stylerig .safetensors), or leave "
+            "out --generator to evaluate on the built-in world",
         )
     if not rigs:
         raise InputError("give at least one rig", hint="pass --rig runs/rig/rig.safetensors")
@@ -364,7 +652,7 @@ def _resolve(
     dataset = data if isinstance(data, SampleSet) else SampleSet(data)
     gen_info = dataset.manifest.get("generator") or {}
     is_world = isinstance(gen_info, Mapping) and gen_info.get("world") is not None
-    if not is_world or dataset.params is None:
+    if _is_world(generator) and (not is_world or dataset.params is None):
         raise InputError(
             f"{dataset.root} is not a sample set of the built-in world (no world generator or no params.npy)",
             hint="sample the built-in world (`stylerig sample --out DIR -n 5000`, no --generator) and evaluate on it",
@@ -429,6 +717,22 @@ def _targets(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _estimator_lines(metrics: Mapping[str, Any]) -> list[str]:
+    """The paragraph under metrics.md's estimator line: the world's oracle, or the image fit's limits."""
+    if not str(metrics.get("estimator", "")).startswith("image-fit"):
+        return [
+            "The *perfect edit* column is the world's oracle: the source's own world factors with the edited "
+            "group's taken from the target, through the generator — what the generator and the estimator let "
+            "any rig reach (– where it could not be made)."
+        ]
+    info = metrics.get("estimator_info") or {}
+    return [
+        "No ground truth exists for this generator: the targets are the image fit's reading of the partner "
+        "images, so every number includes the fit's own error (no *perfect edit* can be made: –). "
+        f"Identity: {info.get('identity', 'not measured')}."
+    ]
+
+
 def metrics_table(metrics: Mapping[str, Any]) -> str:
     """``metrics.md``: the headline numbers and the issue-6 targets as Markdown tables."""
 
@@ -441,9 +745,7 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
         f"Estimator: {metrics['estimator']} ({metrics['estimator_info']['description']}); "
         f"{metrics['n_pairs']} held-out pairs per edit.",
         "",
-        "The *perfect edit* column is the world's oracle: the source's own world factors with the edited "
-        "group's taken from the target, through the generator — what the generator and the estimator let "
-        "any rig reach (– where it could not be made).",
+        *_estimator_lines(metrics),
         "",
         "| metric | value | perfect edit | target | met |",
         "| --- | ---: | ---: | ---: | :---: |",
@@ -462,6 +764,8 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
             continue
         lines.append(f"| `{mode}.err_ratio` | {f(s['err_ratio'])} | {f(oracle(f'{mode}.err_ratio'))} | | |")
         lines.append(f"| `{mode}.moved` (sd) | {f(s['moved'])} | {f(oracle(f'{mode}.moved'))} | | |")
+        if s.get("identity_similarity") is not None:
+            lines.append(f"| `{mode}.identity_similarity` (cosine) | {f(s['identity_similarity'])} | | | |")
         if mode == "expression" and s.get("landmark_rmse_px"):
             lm = s["landmark_rmse_px"]
             pair = f"{f(lm['before'], 2)} → {f(lm['after'], 2)}"
@@ -496,6 +800,21 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
             "Floor (the estimator on unedited images against their truth; no rig can do better): "
             + ", ".join(f"{a} {f(floor.get(f'{a}_median_err_deg'), 2)}°" for a in params.ROTATION_NAMES),
         ]
+    fq = metrics.get("fit_quality")
+    if fq:
+        lines += [
+            "",
+            f"Image fit of the {fq['n_images']} unedited held-out images: median landmark rms "
+            f"{f(fq.get('landmark_rmse_px_median'), 2)} px, median masked PSNR {f(fq.get('photo_psnr_median'), 1)} dB, "
+            f"{fq['no_face']} without a detected face."
+            + (
+                f" Identity similarity of different held-out images (w vs v): {f(fq['identity_similarity_w_vs_v'])}."
+                if fq.get("identity_similarity_w_vs_v") is not None
+                else ""
+            ),
+        ]
+    for note in metrics.get("notes") or []:
+        lines += ["", f"Note: {note}"]
     anchors = metrics.get("anchor") or {}
     if anchors:
         lines += ["", "L_rec anchor (rig(w, F(w)) − w, rms relative to the codes' spread): "]
@@ -503,54 +822,20 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate(
-    rigs: Sequence[str | os.PathLike[str] | RigNet],
-    dfr: str | os.PathLike[str] | DFR | None = None,
-    data: str | os.PathLike[str] | SampleSet | None = None,
-    generator: str | os.PathLike[str] | None = None,
-    *,
-    n_pairs: int = 500,
-    out_dir: str | os.PathLike[str] = "runs/evaluate",
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    method: str = "auto",
-    log: Callable[[str], None] | None = None,
-    arguments: Mapping[str, Any] | None = None,
-) -> EvaluateResult:
-    """Measure rigs' edits on the built-in world and write ``metrics.json``, ``metrics.md``, ``run.json``.
-
-    For each rig, :func:`~stylerig.training.rignet.evaluate_on_world` (held-out pairs; the world's
-    independent estimator on the generator's images); for pose rigs also the per-pair pose binned by
-    :func:`bin_pose_errors`, for expression rigs :func:`landmark_rmse_px` (both from :func:`edit_pairs`);
-    and :func:`anchor_error` on the held-out sources.
-
-    ``metrics.json``: ``estimator`` (``world:fast`` or ``world:fit``) and ``estimator_info``;
-    ``pose`` / ``expression`` / ``illumination`` sections (from the first rig controlling that group:
-    ``err_ratio``, ``nontarget_drift_ratio``, ``drift`` per group, ``moved``; pose also
-    ``median_abs_err_deg.{yaw,pitch,roll}``, ``median_abs_err_deg_within30``,
-    ``achieved_over_requested`` and ``by_requested_change``; expression also ``landmark_rmse_px``);
-    ``joint`` (mode ``all``: the three edited at once); ``floor``; ``anchor``; ``targets`` (issue 6, met or not); ``rigs`` (every rig's flat
-    evaluate_on_world keys). Error units: per-dimension standard deviations of the set; pose in degrees.
-
-    Args:
-        rigs: rig files / folders / objects. dfr: F (default: the one recorded in the first rig).
-        data: the sample set (default: the one recorded in the first rig); must be the built-in world's.
-        generator: None or ``"builtin"``; anything else raises (no estimator exists for it yet).
-        n_pairs: held-out pairs per edit. out_dir: output folder. val_fraction, seed: the held-out split
-            and pairs (as in training). method: the world estimator (``auto`` | ``fast`` | ``fit``).
-        log: progress messages. arguments: the command's arguments for ``run.json``.
-
-    Raises:
-        InputError: not the built-in world, no rig, or shapes that do not fit. AssetError: missing files.
-    """
-    from stylerig.outputs import atomic_write, write_json, write_run_json
+def _world_metrics(
+    loaded: list[tuple[str, RigNet]],
+    F: DFR,
+    dfr_label: str,
+    dataset: SampleSet,
+    n_pairs: int,
+    val_fraction: float,
+    seed: int,
+    method: str,
+    say: Callable[[str], None],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The built-in world's metrics.json (before ``targets`` and ``seconds``) and run.json arguments."""
     from stylerig.training.rignet import evaluate_on_world
 
-    t0 = time.perf_counter()
-    say = log or (lambda _m: None)
-    loaded, F, dfr_label, dataset = _resolve(rigs, dfr, data, generator)
-    if n_pairs < 1:
-        raise InputError(f"n_pairs must be at least 1, got {n_pairs}")
     method = _estimator_method(method)
     metrics: dict[str, Any] = {
         "estimator": f"world:{method}",
@@ -610,6 +895,255 @@ def evaluate(
             np.array(dataset.ws[np.sort(val_rows[: max(2, min(len(val_rows), 256))])], dtype=np.float32)
         )
         metrics["anchor"][label] = anchor_error(rig, F, ws)
+    return metrics, {"n_pairs": n_pairs, "val_fraction": val_fraction, "method": method}
+
+
+def _generator_metrics(
+    loaded: list[tuple[str, RigNet]],
+    F: DFR,
+    dfr_label: str,
+    dataset: SampleSet,
+    generator: str,
+    *,
+    n_pairs: int,
+    val_fraction: float,
+    seed: int,
+    method: str,
+    detector: Any,
+    face_model: Any,
+    embedder: Any,
+    fit: Mapping[str, Any] | None,
+    say: Callable[[str], None],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A generator file's metrics.json (before ``targets`` and ``seconds``), run.json arguments and assets."""
+    import inspect
+
+    from stylerig.data import file_sha256
+    from stylerig.gan import load_generator
+    from stylerig.image_fit import fit_params
+    from stylerig.training.rignet import heldout_pairs
+
+    if method != "auto":
+        raise InputError(
+            f"--estimator {method} names one of the built-in world's estimators; a generator file is read "
+            "by the image fit with detected landmarks",
+            hint="leave out --estimator (or pass auto) with --generator",
+        )
+    det = _load_detector(detector, generator)
+    emb, identity_label = _resolve_embedder(embedder)
+    fm = _face_model_for(F, face_model)
+    fit_kw = dict(fit or {})
+    settings = ("steps", "land_steps", "restarts", "lr", "land_weight", "prior_weight", "land_prior_weight")
+    unknown = sorted(set(fit_kw) - set(settings))
+    if unknown:
+        raise InputError(f"unknown fit settings {unknown}", hint="see stylerig.image_fit.fit_params")
+    say(f"loading {generator}")
+    G = load_generator(generator)
+    for label, rig in loaded:
+        if (G.num_ws, G.w_dim) != (rig.num_ws, rig.w_dim):
+            raise InputError(
+                f"{generator} takes W+ codes of {G.num_ws} x {G.w_dim}, {label} edits {rig.num_ws} x {rig.w_dim}",
+                hint="pass the generator the rig's sample set was drawn from",
+            )
+    notes: list[str] = []
+    sha = file_sha256(generator)
+    gen_info = dataset.manifest.get("generator") or {}
+    if isinstance(gen_info, Mapping) and gen_info.get("sha256") and gen_info.get("sha256") != sha:
+        notes.append(
+            f"the sample set's manifest records another generator file ({gen_info.get('path')}, sha256 "
+            f"{str(gen_info.get('sha256'))[:12]}…) than {generator} (sha256 {sha[:12]}…); unless that is the "
+            "same network in another format, the set's codes are drawn here by a different generator"
+        )
+    estimator = ImageFitEstimator(
+        G,
+        det,
+        fm,
+        dataset.resolution,
+        noise_mode=str(dataset.manifest.get("noise_mode") or "const"),
+        embedder=emb,
+        fit_kw=fit_kw,
+        log=say,
+    )
+    defaults = {k: v.default for k, v in inspect.signature(fit_params).parameters.items() if k in settings}
+    metrics: dict[str, Any] = {
+        "estimator": f"image-fit:{det.name}",
+        "estimator_info": {
+            "description": f"analysis-by-synthesis fit of the {fm.name} face model to each image with "
+            f"{det.name} landmarks (stylerig.image_fit: landmarks, then masked photometric + landmarks + "
+            "prior), started from the mean face placed by the landmarks; no ground truth exists, so "
+            "targets are fits of the partner images",
+            "independent_of": ["dfr", "latents"],
+            "detector": det.name,
+            "identity": identity_label,
+            "face_model": fm.name,
+            "resolution": dataset.resolution,
+            "fit": defaults | fit_kw,
+        },
+        "n_pairs": n_pairs,
+        "sample_set": str(dataset.root.resolve()),
+        "generator": str(Path(generator).resolve()),
+        "dfr": dfr_label,
+        "rigs": {},
+        "anchor": {},
+    }
+    _, val_rows = dataset.split(val_fraction, seed=seed)
+    sources: tuple[np.ndarray, ImageReading] | None = None
+    for label, rig in loaded:
+        say(f"{label} ({rig.mode}): reading {n_pairs} pairs per edit with {det.name} + image fit")
+        flat, pairs, sources = measure_on_generator(
+            rig, F, dataset, estimator, n_pairs=n_pairs, val_fraction=val_fraction, seed=seed, sources=sources
+        )
+        metrics["rigs"][label] = {"mode": rig.mode, "arch": rig.arch, "metrics": flat}
+        for g in rig.groups:
+            mode = MODE_OF_GROUP[g]
+            if mode in metrics:
+                continue
+            metrics[mode] = _section(flat, g, label) | {
+                "n": flat.get(f"{g}_n"),
+                "no_face": flat.get(f"{g}_no_face"),
+                "identity_similarity": flat.get(f"{g}_identity_similarity"),
+            }
+            if g == "rotation" and "rotation" in pairs:
+                metrics[mode]["by_requested_change"] = bin_pose_errors(pairs["rotation"].pose())
+            if g == "expression" and "expression" in pairs:
+                metrics[mode]["landmark_rmse_px"] = landmark_rmse_px(pairs["expression"], estimator.renderer)
+        if len(rig.groups) > 1 and "joint" not in metrics:
+            metrics["joint"] = {"rig": label} | {
+                k[len("joint_") :]: v for k, v in flat.items() if k.startswith("joint_")
+            }
+            metrics["joint"].setdefault("identity_similarity", None)
+        ws = torch.from_numpy(
+            np.array(dataset.ws[np.sort(val_rows[: max(2, min(len(val_rows), 256))])], dtype=np.float32)
+        )
+        metrics["anchor"][label] = anchor_error(rig, F, ws)
+    assert sources is not None
+    rows, reading = sources
+    fq: dict[str, Any] = {
+        "n_images": len(rows),
+        "no_face": int((~reading.ok).sum()),
+        "landmark_rmse_px_median": _median(reading.landmark_rmse_px),
+        "photo_psnr_median": _median(reading.photo_psnr),
+    }
+    if reading.identity is not None:
+        # What "a different person" scores: the held-out pairs' unedited w and v images.
+        w_rows, v_rows = heldout_pairs(val_rows, n_pairs, seed)
+        a = reading.identity[torch.as_tensor(np.searchsorted(rows, w_rows))]
+        b = reading.identity[torch.as_tensor(np.searchsorted(rows, v_rows))]
+        sim = _cosine(a, b)
+        fq["identity_similarity_w_vs_v"] = _median(sim[(w_rows != v_rows)])
+    metrics["fit_quality"] = fq
+    metrics["n_images_read"] = estimator.n_images
+    if notes:
+        metrics["notes"] = notes
+    run_args = {
+        "n_pairs": n_pairs,
+        "val_fraction": val_fraction,
+        "estimator": metrics["estimator"],
+        "fit": metrics["estimator_info"]["fit"],
+    }
+    assets = {"generator": {"path": metrics["generator"], "sha256": sha}, "face_model": fm.name}
+    return metrics, run_args, assets
+
+
+def evaluate(
+    rigs: Sequence[str | os.PathLike[str] | RigNet],
+    dfr: str | os.PathLike[str] | DFR | None = None,
+    data: str | os.PathLike[str] | SampleSet | None = None,
+    generator: str | os.PathLike[str] | None = None,
+    *,
+    n_pairs: int = 500,
+    out_dir: str | os.PathLike[str] = "runs/evaluate",
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    method: str = "auto",
+    detector: Any = "auto",
+    face_model: Any = None,
+    embedder: Any = "auto",
+    fit: Mapping[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+    arguments: Mapping[str, Any] | None = None,
+) -> EvaluateResult:
+    """Measure rigs' edits on a generator's images and write ``metrics.json``, ``metrics.md``, ``run.json``.
+
+    **Built-in world** (``generator`` None or ``"builtin"``): for each rig,
+    :func:`~stylerig.training.rignet.evaluate_on_world` (held-out pairs; the world's independent
+    estimator on the generator's images); for pose rigs also the per-pair pose binned by
+    :func:`bin_pose_errors`, for expression rigs :func:`landmark_rmse_px` (both from :func:`edit_pairs`);
+    and :func:`anchor_error` on the held-out sources.
+
+    **A generator file** (any checkpoint :func:`~stylerig.gan.load_generator` reads): no world estimator
+    and no truth exist; :func:`measure_on_generator` reads the images with a landmark detector and the
+    image fit (:class:`ImageFitEstimator`), the same sections follow from its flat keys, plus
+    ``<mode>.identity_similarity`` when dlib's face-recognition model is installed. The set only needs
+    the generator's codes (``stylerig sample --generator G``); a set drawn from another generator file
+    (sha256 in its manifest) is measured anyway and noted in ``notes``.
+
+    ``metrics.json``: ``estimator`` (``world:fast``, ``world:fit``, or ``image-fit:<detector>``) and
+    ``estimator_info`` (``description``; for the image fit also ``detector``, ``identity``
+    (``dlib-resnet`` or :data:`IDENTITY_MISSING`), ``face_model``, ``fit`` settings);
+    ``pose`` / ``expression`` / ``illumination`` sections (from the first rig controlling that group:
+    ``err_ratio``, ``nontarget_drift_ratio``, ``drift`` per group, ``moved``; pose also
+    ``median_abs_err_deg.{yaw,pitch,roll}``, ``median_abs_err_deg_within30``,
+    ``achieved_over_requested`` and ``by_requested_change``; expression also ``landmark_rmse_px``; on a
+    generator file also ``identity_similarity`` (None without dlib), ``no_face`` and ``n``);
+    ``joint`` (mode ``all``: the three edited at once); ``floor`` (world only: it needs the truth);
+    ``fit_quality`` (image fit only: median landmark rms and PSNR of the unedited images' fits,
+    images without a detected face); ``anchor``; ``targets`` (issue 6, met or not); ``rigs`` (every
+    rig's flat keys). Error units: per-dimension standard deviations (of the set's truth on the world,
+    of the unedited images' fits on a generator file); pose in degrees.
+
+    Args:
+        rigs: rig files / folders / objects. dfr: F (default: the one recorded in the first rig).
+        data: the sample set (default: the one recorded in the first rig); on the world it must be the
+            built-in world's; on a generator file, a set of that generator's codes.
+        generator: None or ``"builtin"`` (the world), or a generator checkpoint file.
+        n_pairs: held-out pairs per edit. out_dir: output folder. val_fraction, seed: the held-out split
+            and pairs (as in training). method: the world estimator (``auto`` | ``fast`` | ``fit``;
+            only ``auto`` with a generator file).
+        detector: generator file only: ``"auto"`` | ``"face-alignment"`` | ``"dlib"``
+            (:func:`stylerig.landmarks.load_detector`) or a :class:`~stylerig.data.LandmarkDetector`
+            object (uint8 [N, R, R, 3] -> (float32 [N, 68, 2] pixels, bool [N] found)).
+        face_model: generator file only: the face model to fit (default: the one recorded in the DFR,
+            else the procedural model). embedder: generator file only: ``"auto"``
+            (:func:`stylerig.image_fit.identity_embedder`), None (off) or an
+            :data:`~stylerig.image_fit.IdentityEmbedder`. fit: generator file only: keywords for
+            :func:`stylerig.image_fit.fit_params` (e.g. ``{"steps": 60, "land_steps": 150}``).
+        log: progress messages. arguments: the command's arguments for ``run.json``.
+
+    Raises:
+        InputError: a world run on a set that is not the world's, no rig, shapes that do not fit, no
+            landmark detector for a generator file (the hint says how to install one), a world
+            estimator named with a generator file. AssetError: missing files.
+    """
+    from stylerig.outputs import atomic_write, write_json, write_run_json
+
+    t0 = time.perf_counter()
+    say = log or (lambda _m: None)
+    loaded, F, dfr_label, dataset = _resolve(rigs, dfr, data, generator)
+    if n_pairs < 1:
+        raise InputError(f"n_pairs must be at least 1, got {n_pairs}")
+    if _is_world(generator):
+        metrics, run_args = _world_metrics(
+            loaded, F, dfr_label, dataset, n_pairs, val_fraction, seed, method, say
+        )
+        assets: dict[str, Any] = {}
+    else:
+        metrics, run_args, assets = _generator_metrics(
+            loaded,
+            F,
+            dfr_label,
+            dataset,
+            str(generator),
+            n_pairs=n_pairs,
+            val_fraction=val_fraction,
+            seed=seed,
+            method=method,
+            detector=detector,
+            face_model=face_model,
+            embedder=embedder,
+            fit=fit,
+            say=say,
+        )
     metrics["targets"] = _targets(metrics)
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     out = Path(out_dir)
@@ -620,7 +1154,7 @@ def evaluate(
             write_run_json(
                 out,
                 "evaluate",
-                dict(arguments or {}) | {"n_pairs": n_pairs, "val_fraction": val_fraction, "method": method},
+                dict(arguments or {}) | run_args,
                 seed=seed,
                 assets={
                     "sample_set": {
@@ -629,7 +1163,8 @@ def evaluate(
                     },
                     "dfr": dfr_label,
                     "rigs": [label for label, _ in loaded],
-                },
+                }
+                | assets,
             )
         ),
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stylerig.errors import InputError
+from stylerig.errors import AssetError
 from stylerig.evaluate import (
     TARGETS,
     PosePairs,
@@ -168,13 +168,14 @@ def test_non_world_generator_is_one_clear_error(demo_dir, tmp_path, capsys):
     from stylerig_cli.app import main
 
     out, _ = demo_dir
-    with pytest.raises(InputError, match="built-in world") as ex:
+    # A generator file is read by the image fit (tests/test_image_fit.py); a missing one is one clear error.
+    with pytest.raises(AssetError, match="generator file not found") as ex:
         evaluate([out / "rig"], generator="ffhq.pkl", out_dir=tmp_path)
-    assert ex.value.hint and "follow-up" in ex.value.hint
+    assert ex.value.hint and "built-in world" in ex.value.hint
     with pytest.raises(SystemExit) as ex2:
         main(["evaluate", "--rig", str(out / "rig"), "--generator", "ffhq.pkl", "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert ex2.value.code == 2 and "built-in world" in err and "hint:" in err
+    assert ex2.value.code == 2 and "not found" in err and "hint:" in err
     assert not (tmp_path / "metrics.json").exists()
 
 

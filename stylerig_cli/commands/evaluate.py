@@ -47,7 +47,7 @@ def evaluate(
             "--data",
             "-d",
             metavar="DIR",
-            help="Sample set of the built-in world (default: the first rig's).",
+            help="Sample set (default: the first rig's): the built-in world's, or one drawn from --generator.",
             show_default=False,
         ),
     ] = None,
@@ -57,7 +57,8 @@ def evaluate(
             "--generator",
             "-g",
             metavar="PATH",
-            help="Only the built-in world is measurable for now (it has an independent estimator).",
+            help="Generator checkpoint (.pkl, .pt, .safetensors): its images are read with detected landmarks "
+            "and an image fit (default: the built-in world and its own estimator).",
             show_default=False,
         ),
     ] = None,
@@ -68,6 +69,21 @@ def evaluate(
             metavar="auto|fast|fit", help="The world's estimator (fast: its CNN; fit: ~1.6 s/image)."
         ),
     ] = "auto",
+    landmarks: Annotated[
+        str,
+        typer.Option(
+            metavar="auto|face-alignment|dlib",
+            help="Landmark detector for --generator (see `stylerig doctor`).",
+        ),
+    ] = "auto",
+    face_model: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="Face model the image fit uses with --generator (default: the DFR's).",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[
         int, typer.Option(min=0, metavar="S", help="The held-out split and pairs (as in training).")
     ] = 0,
@@ -75,9 +91,10 @@ def evaluate(
         int | None, typer.Option(min=1, metavar="T", help="CPU threads (default: torch's choice).")
     ] = None,
 ) -> None:
-    """Edit held-out codes towards other samples' parameters and read the generator's images with the
-    world's independent estimator: pose error (binned by the requested change), expression / light error,
-    drift of what must not change, the issue-6 targets."""
+    """Edit held-out codes towards other samples' parameters and read the generator's images with an
+    independent estimator (the built-in world's own; for --generator, detected landmarks + an image fit,
+    and dlib identity similarity when installed): pose error (binned by the requested change), expression /
+    light error, drift of what must not change, the issue-6 targets."""
     import torch
 
     from stylerig.errors import InputError
@@ -96,6 +113,8 @@ def evaluate(
         "generator": generator,
         "n_pairs": n_pairs,
         "estimator": estimator,
+        "landmarks": landmarks,
+        "face_model": face_model,
         "seed": seed,
         "threads": threads,
     }
@@ -109,6 +128,8 @@ def evaluate(
             out_dir=out,
             seed=seed,
             method=estimator,
+            detector=landmarks,
+            face_model=face_model,
             log=lambda m: status.update(escape(m)),
             arguments=args,
         )
