@@ -138,3 +138,13 @@ def test_portrait_gradients_are_finite_everywhere() -> None:
     img = render_portrait(FaceRenderer(load_face_model(), 64, backend="torch"), p, scene)[0]
     img.sum().backward()
     assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_world_build_learning_rate_steps():
+    from stylerig.worlds.train import TrainConfig, learning_rate
+
+    cfg = TrainConfig(lr=2e-3, decay_start=7000, decay_factor=0.25, decay2_start=12000)
+    assert [learning_rate(cfg, s) for s in (0, 6999, 7000, 11999, 12000)] == pytest.approx(
+        [2e-3, 2e-3, 5e-4, 5e-4, 1.25e-4]
+    )
+    assert learning_rate(TrainConfig(lr=1e-3), 10**6) == 1e-3  # no decay by default

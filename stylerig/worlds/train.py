@@ -43,6 +43,7 @@ __all__ = [
     "TrainConfig",
     "build_generator",
     "evaluate",
+    "learning_rate",
     "psnr",
     "train_world_generator",
 ]
@@ -69,6 +70,7 @@ class TrainConfig:
     feature_weight: float = 0.0  # extra weight near the brow, eye, nose and mouth landmarks (17-67)
     decay_start: int = 0  # from this step on, lr * decay_factor (0 = no decay): a step schedule
     decay_factor: float = 0.25
+    decay2_start: int = 0  # from this step on, lr * decay_factor ** 2 (0 = no second step)
     eval_every: int = 100  # steps
     checkpoint_every: int = 200  # steps
     eval_seeds: int = len(HELD_OUT)
@@ -260,6 +262,7 @@ def train_world_generator(
             "feature_weight",
             "decay_start",
             "decay_factor",
+            "decay2_start",
             "eval_every",
             "checkpoint_every",
             "eval_seeds",
@@ -297,7 +300,7 @@ def train_world_generator(
     last_loss = math.nan
     while (steps is None or step < steps) and (minutes is None or elapsed < minutes * 60.0):
         t0 = time.perf_counter()
-        lr = cfg.lr * (cfg.decay_factor if 0 < cfg.decay_start <= step else 1.0)
+        lr = learning_rate(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
         z = torch.randn(cfg.batch, NUM_FACTORS, generator=rng)
@@ -321,6 +324,12 @@ def train_world_generator(
             f"stopped at step {step} after {elapsed / 60.0:.2f} min (last loss {last_loss:.4f})", flush=True
         )
     return G
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Adam's learning rate at ``step``: ``lr``, times ``decay_factor`` from each of ``decay_start`` and
+    ``decay2_start`` on (a step schedule; a start of 0 never comes)."""
+    return cfg.lr * cfg.decay_factor ** sum(0 < d <= step for d in (cfg.decay_start, cfg.decay2_start))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,6 +44,15 @@ def build(
     decay_factor: Annotated[
         float, typer.Option(min=0.0, help="Learning-rate factor after --decay-start.")
     ] = 0.25,
+    decay2_start: Annotated[
+        int,
+        typer.Option(
+            "--decay2-start",
+            min=0,
+            metavar="STEP",
+            help="From this step on, lr x --decay-factor² (0: never).",
+        ),
+    ] = 0,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads.")] = 2,
 ) -> None:
     """Train the world generator by regression onto the world's own renders (resumable; run it in parts).
@@ -66,6 +75,7 @@ def build(
         feature_weight=feature_weight,
         decay_start=decay_start,
         decay_factor=decay_factor,
+        decay2_start=decay2_start,
         threads=threads,
     )
     train_world_generator(out, steps, minutes=minutes, resume=resume, seed=seed, config=cfg)
