@@ -65,6 +65,7 @@ __all__ = [
     "landmark_rmse_px",
     "measure_on_generator",
     "metrics_table",
+    "oracle_value",
     "pose_pairs",
 ]
 
@@ -733,6 +734,13 @@ def _estimator_lines(metrics: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def oracle_value(metrics: Mapping[str, Any], key: str) -> Any:
+    """The perfect edit's value of a dotted metrics.json key (``pose.achieved_over_requested`` ->
+    ``pose.oracle.achieved_over_requested``), or None where no oracle was measured."""
+    mode, _, rest = key.partition(".")
+    return _lookup(metrics, f"{mode}.oracle.{rest}")
+
+
 def metrics_table(metrics: Mapping[str, Any]) -> str:
     """``metrics.md``: the headline numbers and the issue-6 targets as Markdown tables."""
 
@@ -752,8 +760,7 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
     ]
 
     def oracle(key: str) -> Any:
-        mode, _, rest = key.partition(".")
-        return _lookup(metrics, f"{mode}.oracle.{rest}")
+        return oracle_value(metrics, key)
 
     for key, t in metrics.get("targets", {}).items():
         met = "yes" if t["met"] else "**no**"

@@ -100,6 +100,7 @@ def demo(
     from rich.table import Table
 
     from stylerig.demo import STAGES, DemoConfig, run_demo
+    from stylerig.evaluate import oracle_value
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -137,10 +138,18 @@ def demo(
     )
     k.add_column("metric")
     k.add_column("value", justify="right")
+    k.add_column("perfect edit", justify="right")  # the world's oracle: what any rig could reach
     k.add_column("target", justify="right")
     k.add_column("met", justify="center")
     for key, v in (m.get("targets") or {}).items():
-        k.add_row(key, f"{v['value']:.3f}", v["target"], "[green]yes[/]" if v["met"] else "[red]no[/]")
+        o = oracle_value(m, key)
+        k.add_row(
+            key,
+            f"{v['value']:.3f}",
+            "–" if o is None else f"{o:.3f}",
+            v["target"],
+            "[green]yes[/]" if v["met"] else "[red]no[/]",
+        )
     console.print(k)
     console.print("pictures:", highlight=False)
     for role, path in result.pictures.items():
