@@ -9,6 +9,9 @@ generator's images of ŵ), to which this module adds:
   only aggregates), :func:`bin_pose_errors` bins them;
 * the expression edits' **landmark error in pixels** (:func:`landmark_rmse_px`: the world renderer's 68
   landmarks of the estimated parameters against those of the target);
+* the **image change outside the face** per edited group (``<mode>.image_change_outside_face``: mean
+  |G(ŵ) − G(w)| outside the world's face masks of the estimates before and after, [−1, 1] units, with the
+  perfect edit's value beside it; hair, shirt and background count as outside);
 * the L_rec **anchor error**: how far ``rig(w, F(w))`` moves an unedited code;
 * one nested ``metrics.json`` (the issue's keys: ``pose.median_abs_err_deg.{yaw,pitch,roll}``,
   ``pose.achieved_over_requested``, ``expression.err_ratio``, ``illumination.err_ratio``,
@@ -150,11 +153,17 @@ class EditPairs:
         before: float [N, 257] the estimate of the unedited image G(w).
         target: float [N, 257] ``before`` with the edited group replaced by the partner's truth.
         after: float [N, 257] the estimate of the edited image G(ŵ).
+        outside_change: float [N] mean |G(ŵ) − G(w)| over the pixels and channels outside the face
+            ([−1, 1] units): outside the union of the world's face masks of ``before`` and ``after`` (head
+            and neck; hair, shirt and background count as outside). None when not measured.
+        oracle_outside_change: float [N] the same for the perfect edit (the world's oracle), or None.
     """
 
     before: torch.Tensor
     target: torch.Tensor
     after: torch.Tensor
+    outside_change: torch.Tensor | None = None
+    oracle_outside_change: torch.Tensor | None = None
 
     def pose(self) -> PosePairs:
         """The rotation columns in degrees."""
@@ -177,6 +186,7 @@ def edit_pairs(
     seed: int = 0,
     chunk: int = 25,
     method: str = "auto",
+    outside_change: bool = False,
 ) -> dict[str, EditPairs]:
     """The single-group edits of :func:`~stylerig.training.rignet.evaluate_on_world`, pair by pair.
 
@@ -190,6 +200,8 @@ def edit_pairs(
         data: a sample set of the built-in world (with the true ``params.npy``).
         n_pairs, val_fraction, seed: as for evaluate_on_world. chunk: images per generator call.
         method: the world estimator (``auto`` | ``fast`` | ``fit``).
+        outside_change: also measure the image change outside the face (for the rig's edits and the
+            world's perfect edits, :attr:`EditPairs.outside_change`).
 
     Returns:
         group -> :class:`EditPairs` (float [n_pairs, 257] each).
@@ -212,22 +224,54 @@ def edit_pairs(
     w_rows, v_rows = heldout_pairs(val_rows, n_pairs, seed)
     rig, dfr = rig.cpu().eval(), dfr.cpu().eval()
 
-    def measure(ws: torch.Tensor) -> torch.Tensor:  # [N, S, D] -> [N, 257]
-        outs = []
+    def measure(ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # [N, S, D] -> [N, 257], images
+        outs, imgs = [], []
         for i in range(0, ws.shape[0], chunk):
-            img = world.generator.synthesis(ws[i : i + chunk], noise_mode="const")
-            outs.append(world.estimate(img.clamp(-1, 1), method=method))
-        return torch.cat(outs)
+            img = world.generator.synthesis(ws[i : i + chunk], noise_mode="const").clamp(-1, 1)
+            outs.append(world.estimate(img, method=method))
+            imgs.append(img)
+        return torch.cat(outs), torch.cat(imgs)
+
+    def outside(
+        img_a: torch.Tensor, img_b: torch.Tensor, p_a: torch.Tensor, p_b: torch.Tensor
+    ) -> torch.Tensor:
+        """float [N]: mean |img_b − img_a| outside the union of the face masks of p_a and p_b."""
+        res = []
+        for i in range(0, img_a.shape[0], chunk):
+            sl = slice(i, i + chunk)
+            face = torch.maximum(world.render(p_a[sl])[1], world.render(p_b[sl])[1])  # [n, 1, H, W]
+            keep = (1.0 - face).expand_as(img_a[sl])
+            diff = (img_b[sl] - img_a[sl]).abs() * keep
+            res.append(diff.flatten(1).sum(1) / keep.flatten(1).sum(1).clamp_min(1.0))
+        return torch.cat(res)
+
+    from stylerig.training.rignet import _oracle_codes
 
     sources, inverse = np.unique(w_rows, return_inverse=True)
-    before = measure(torch.from_numpy(np.array(data.ws[sources], dtype=np.float32)))[torch.as_tensor(inverse)]
+    src_p, src_img = measure(torch.from_numpy(np.array(data.ws[sources], dtype=np.float32)))
+    idx = torch.as_tensor(inverse)
+    before, img_before = src_p[idx], src_img[idx]
     ws = torch.from_numpy(np.array(data.ws[w_rows], dtype=np.float32))
     p_cur = dfr(ws)
     truth_v = torch.from_numpy(np.array(data.params[v_rows], dtype=np.float32))
+    oracle = _oracle_codes(world, data, w_rows, v_rows, [(g,) for g in groups]) if outside_change else None
     out = {}
-    for g in groups:
+    for k, g in enumerate(groups):
         target = params.replace(before, g, params.get(truth_v, g))
-        out[g] = EditPairs(before=before, target=target, after=measure(rig(ws, target, p_current=p_cur)))
+        after, img_after = measure(rig(ws, target, p_current=p_cur))
+        change = oracle_change = None
+        if outside_change:
+            change = outside(img_before, img_after, before, after)
+            if oracle is not None:
+                p_o, img_o = measure(oracle[k])
+                oracle_change = outside(img_before, img_o, before, p_o)
+        out[g] = EditPairs(
+            before=before,
+            target=target,
+            after=after,
+            outside_change=change,
+            oracle_outside_change=oracle_change,
+        )
     return out
 
 
@@ -670,6 +714,15 @@ def _resolve(
     return loaded, F, dfr_label, dataset
 
 
+def _outside_summary(pairs: EditPairs) -> dict[str, float | None]:
+    """metrics.json's ``<mode>.image_change_outside_face``: mean |change| outside the face, [−1, 1] units."""
+
+    def mean(x: torch.Tensor | None) -> float | None:
+        return None if x is None else float(x.mean())
+
+    return {"mean": mean(pairs.outside_change), "oracle_mean": mean(pairs.oracle_outside_change)}
+
+
 def _section(flat: Mapping[str, float], group: str, label: str) -> dict[str, Any]:
     """The metrics.json section of one edited group from evaluate_on_world's flat keys."""
     s: dict[str, Any] = {
@@ -771,6 +824,12 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
             continue
         lines.append(f"| `{mode}.err_ratio` | {f(s['err_ratio'])} | {f(oracle(f'{mode}.err_ratio'))} | | |")
         lines.append(f"| `{mode}.moved` (sd) | {f(s['moved'])} | {f(oracle(f'{mode}.moved'))} | | |")
+        out_face = s.get("image_change_outside_face")
+        if out_face:
+            lines.append(
+                f"| `{mode}.image_change_outside_face` (mean abs, [−1, 1]) | {f(out_face['mean'], 4)} "
+                f"| {f(out_face['oracle_mean'], 4)} | | |"
+            )
         if s.get("identity_similarity") is not None:
             lines.append(f"| `{mode}.identity_similarity` (cosine) | {f(s['identity_similarity'])} | | | |")
         if mode == "expression" and s.get("landmark_rmse_px"):
@@ -876,10 +935,12 @@ def _world_metrics(
         if "floor" not in metrics:
             metrics["floor"] = {k[len("floor_") :]: v for k, v in flat.items() if k.startswith("floor_")}
         per_pair = [
-            g for g in ("rotation", "expression") if metrics.get(MODE_OF_GROUP[g], {}).get("rig") == label
+            g
+            for g in ("rotation", "expression", "illumination")
+            if metrics.get(MODE_OF_GROUP[g], {}).get("rig") == label
         ]
         if per_pair:
-            say(f"{label}: per-pair pose bins and expression landmarks")
+            say(f"{label}: per-pair pose bins, expression landmarks, image change outside the face")
             pairs = edit_pairs(
                 rig,
                 F,
@@ -889,7 +950,10 @@ def _world_metrics(
                 val_fraction=val_fraction,
                 seed=seed,
                 method=method,
+                outside_change=True,
             )
+            for g, pr in pairs.items():
+                metrics[MODE_OF_GROUP[g]]["image_change_outside_face"] = _outside_summary(pr)
             if "rotation" in pairs:
                 metrics["pose"]["by_requested_change"] = bin_pose_errors(pairs["rotation"].pose())
             if "expression" in pairs:

@@ -144,6 +144,11 @@ def test_metrics_json_has_the_issue_keys(demo_dir):
     assert "joint" in m and "floor" in m and m["anchor"]
     lm = m["expression"]["landmark_rmse_px"]
     assert lm["before"] >= 0 and lm["after"] >= 0
+    # The image change outside the face: measured for every edited group, for the rig and the oracle.
+    for section in ("pose", "expression", "illumination"):
+        o = m[section]["image_change_outside_face"]
+        assert 0 <= o["mean"] < 2 and 0 <= o["oracle_mean"] < 2, section
+    assert "image_change_outside_face" in (out / "evaluate" / "metrics.md").read_text()
     # The perfect edit (oracle) is measured for every group of the world's sample set.
     for section in ("pose", "expression", "illumination"):
         assert isinstance(m[section]["oracle"]["err_ratio"], float), section
@@ -242,3 +247,37 @@ def test_oracle_codes_swap_exactly_the_groups_factors(demo_dir):
         ws = data.ws[:] + 0.5
 
     assert _oracle_codes(world, NotWorld(), w_rows, v_rows, [("rotation",)]) is None
+
+
+def test_outside_change_is_zero_for_a_no_op_edit(demo_dir):
+    """A rig that returns w unchanged moves no pixel outside (or inside) the face; the oracle does."""
+    from stylerig.data import SampleSet
+    from stylerig.dfr import load_dfr
+    from stylerig.evaluate import edit_pairs
+
+    out, _ = demo_dir
+
+    class NoOp:
+        groups = ("illumination",)
+        mode = "illumination"
+
+        def cpu(self):
+            return self
+
+        def eval(self):
+            return self
+
+        def __call__(self, ws, p, p_current=None):
+            return ws
+
+    pairs = edit_pairs(
+        NoOp(),
+        load_dfr(out / "dfr" / "dfr.safetensors"),
+        SampleSet(out / "samples"),
+        ["illumination"],
+        n_pairs=4,
+        outside_change=True,
+    )["illumination"]
+    # (up to float noise: the generator runs the codes in different batches)
+    assert pairs.outside_change.shape == (4,) and float(pairs.outside_change.abs().max()) < 1e-5
+    assert float(pairs.oracle_outside_change.max()) > 1e-2  # the perfect light edit changes the hair/shirt
