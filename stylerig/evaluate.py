@@ -56,6 +56,7 @@ __all__ = [
     "POSE_BINS_DEG",
     "TARGETS",
     "IDENTITY_MISSING",
+    "ISSUE_KEYS",
     "EditPairs",
     "EvaluateResult",
     "ImageFitEstimator",
@@ -71,6 +72,17 @@ __all__ = [
     "oracle_value",
     "pose_pairs",
 ]
+
+#: metrics.json's dotted keys that issue 8 names (besides ``pose.median_abs_err_deg.{yaw,pitch,roll}`` and
+#: ``estimator``): every evaluation of a rig that controls all three groups fills them with floats.
+ISSUE_KEYS: tuple[str, ...] = (
+    "pose.achieved_over_requested",
+    "expression.err_ratio",
+    "illumination.err_ratio",
+    "pose.nontarget_drift_ratio",
+    "expression.nontarget_drift_ratio",
+    "illumination.nontarget_drift_ratio",
+)
 
 #: Bins of the requested change |target − before| of one angle, in degrees; the last catches the rest.
 POSE_BINS_DEG: tuple[tuple[float, float], ...] = ((0.0, 10.0), (10.0, 20.0), (20.0, 30.0), (30.0, 45.0))
