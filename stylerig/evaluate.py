@@ -257,7 +257,7 @@ def edit_pairs(
             res.append(diff.flatten(1).sum(1) / keep.flatten(1).sum(1).clamp_min(1.0))
         return torch.cat(res)
 
-    from stylerig.training.rignet import _oracle_codes
+    from stylerig.training.rignet import oracle_codes
 
     sources, inverse = np.unique(w_rows, return_inverse=True)
     src_p, src_img = measure(torch.from_numpy(np.array(data.ws[sources], dtype=np.float32)))
@@ -266,7 +266,7 @@ def edit_pairs(
     ws = torch.from_numpy(np.array(data.ws[w_rows], dtype=np.float32))
     p_cur = dfr(ws)
     truth_v = torch.from_numpy(np.array(data.params[v_rows], dtype=np.float32))
-    oracle = _oracle_codes(world, data, w_rows, v_rows, [(g,) for g in groups]) if outside_change else None
+    oracle = oracle_codes(world, data, w_rows, v_rows, [(g,) for g in groups]) if outside_change else None
     out = {}
     for k, g in enumerate(groups):
         target = params.replace(before, g, params.get(truth_v, g))

@@ -215,14 +215,14 @@ def test_oracle_codes_swap_exactly_the_groups_factors(demo_dir):
     import numpy as np
 
     from stylerig.data import SampleSet
-    from stylerig.training.rignet import _oracle_codes
+    from stylerig.training.rignet import oracle_codes
     from stylerig.worlds import load_world
     from stylerig.worlds.prior import FACTOR_GROUPS, FACTOR_NAMES
 
     out, _ = demo_dir
     data, world = SampleSet(out / "samples"), load_world()
     w_rows, v_rows = np.array([0, 1, 2]), np.array([3, 4, 5])
-    codes = _oracle_codes(world, data, w_rows, v_rows, [("rotation",), ("expression", "illumination")])
+    codes = oracle_codes(world, data, w_rows, v_rows, [("rotation",), ("expression", "illumination")])
     assert codes is not None and [tuple(c.shape) for c in codes] == [(3, world.generator.num_ws, 512)] * 2
     z_w, z_v = world.z(data.seeds[w_rows]), world.z(data.seeds[v_rows])
     z = z_w.clone()
@@ -240,7 +240,7 @@ def test_oracle_codes_swap_exactly_the_groups_factors(demo_dir):
         seeds = data.seeds
         ws = data.ws[:] + 0.5
 
-    assert _oracle_codes(world, NotWorld(), w_rows, v_rows, [("rotation",)]) is None
+    assert oracle_codes(world, NotWorld(), w_rows, v_rows, [("rotation",)]) is None
 
 
 def test_outside_change_is_zero_for_a_no_op_edit(demo_dir):

@@ -55,6 +55,7 @@ __all__ = [
     "edit_metrics",
     "evaluate_on_world",
     "heldout_pairs",
+    "oracle_codes",
     "train_rignet",
 ]
 
@@ -614,7 +615,7 @@ def evaluate_on_world(
     for g in ("identity", "expression", "reflectance", "illumination", "rotation"):
         out[f"floor_{g}_rms"] = float(_group_rms(est_src - t_src, g, std, active).mean())
     if oracle:
-        oracle_ws = _oracle_codes(world, data, w_rows, v_rows, [g for g, _ in _targets(rig, p_before, p_v)])
+        oracle_ws = oracle_codes(world, data, w_rows, v_rows, [g for g, _ in _targets(rig, p_before, p_v)])
         out["oracle_available"] = float(oracle_ws is not None)
         if oracle_ws is not None:
             for (groups, target), ws_o in zip(_targets(rig, p_before, p_v), oracle_ws, strict=True):
@@ -636,7 +637,7 @@ ORACLE_FACTOR_GROUP: dict[str, str] = {
 
 
 @torch.no_grad()
-def _oracle_codes(
+def oracle_codes(
     world: Any, data: SampleSet, w_rows: np.ndarray, v_rows: np.ndarray, edits: list[tuple[str, ...]]
 ) -> list[torch.Tensor] | None:
     """The perfect edits' W+ codes [N, num_ws, w_dim], one tensor per entry of ``edits``, or None.
