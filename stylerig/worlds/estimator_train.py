@@ -37,7 +37,6 @@ step 6000 (expression RMSE 0.157 -> 0.128 -> 0.127, illumination 0.053 -> 0.032 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -391,20 +390,9 @@ def train_estimator(
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="output folder (resumed when it holds a checkpoint)")
-    ap.add_argument("--minutes", type=float, default=None, help="total training wall-time budget")
-    ap.add_argument("--steps", type=int, default=None, help="total step budget")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-resume", action="store_true")
-    for f in fields(EstimatorTrainConfig):
-        ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
-    a = ap.parse_args(argv)
-    cfg = EstimatorTrainConfig(**{f.name: getattr(a, f.name) for f in fields(EstimatorTrainConfig)})
-    torch.set_num_threads(cfg.threads)
-    if a.minutes is None and a.steps is None:
-        ap.error("give --minutes or --steps")
-    train_estimator(a.out, a.steps, minutes=a.minutes, resume=not a.no_resume, seed=a.seed, config=cfg)
+    from stylerig.worlds._recipe import recipe_main
+
+    recipe_main(__doc__.splitlines()[0], EstimatorTrainConfig, train_estimator, argv)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,11 @@ when ``out_dir`` holds a checkpoint, so a long build can be run in parts).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -333,20 +332,9 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="output folder (resumed when it holds a checkpoint)")
-    ap.add_argument("--minutes", type=float, default=None, help="total training wall-time budget")
-    ap.add_argument("--steps", type=int, default=None, help="total step budget")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-resume", action="store_true")
-    for f in fields(TrainConfig):
-        ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
-    a = ap.parse_args(argv)
-    cfg = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig)})
-    torch.set_num_threads(cfg.threads)
-    if a.minutes is None and a.steps is None:
-        ap.error("give --minutes or --steps")
-    train_world_generator(a.out, a.steps, minutes=a.minutes, resume=not a.no_resume, seed=a.seed, config=cfg)
+    from stylerig.worlds._recipe import recipe_main
+
+    recipe_main(__doc__.splitlines()[0], TrainConfig, train_world_generator, argv)
 
 
 if __name__ == "__main__":

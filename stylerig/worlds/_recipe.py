@@ -1,0 +1,35 @@
+"""The shared command line of the world's resumable training recipes (generator and estimator)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+import torch
+
+
+def recipe_main(
+    description: str, config_cls: type, train: Callable[..., Any], argv: list[str] | None = None
+) -> None:
+    """``python -m <recipe> --out DIR (--minutes M | --steps N) [--seed S] [--no-resume] [--<field> V ...]``.
+
+    Every field of the dataclass ``config_cls`` becomes an option (underscores as dashes, the field's
+    default and type); then ``train(out, steps, minutes=, resume=, seed=, config=)`` runs with the
+    config's ``threads`` torch threads.
+    """
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--out", required=True, help="output folder (resumed when it holds a checkpoint)")
+    ap.add_argument("--minutes", type=float, default=None, help="total training wall-time budget")
+    ap.add_argument("--steps", type=int, default=None, help="total step budget")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-resume", action="store_true")
+    for f in fields(config_cls):
+        ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    a = ap.parse_args(argv)
+    cfg = config_cls(**{f.name: getattr(a, f.name) for f in fields(config_cls)})
+    torch.set_num_threads(cfg.threads)
+    if a.minutes is None and a.steps is None:
+        ap.error("give --minutes or --steps")
+    train(a.out, a.steps, minutes=a.minutes, resume=not a.no_resume, seed=a.seed, config=cfg)
