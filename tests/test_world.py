@@ -151,3 +151,22 @@ def test_report_fidelity_and_entanglement_on_a_tiny_world(tiny_world: World) -> 
     for g in FACTOR_GROUPS:
         assert 1.0 <= ent["participation"][g] <= 32.0  # w_dim 32 here
         assert len(ent["slot_effect"][g]) == ent["num_ws"] and min(ent["slot_effect"][g]) > 0
+
+
+def test_a_build_on_another_prior_version_is_refused(tmp_path: Path, tiny_world: World) -> None:
+    import json
+
+    from stylerig.gan import save_generator
+
+    for version, ok in ((None, False), (1, False), (2, True)):
+        d = tmp_path / f"v{version}"
+        d.mkdir()
+        save_generator(tiny_world.generator, d / "generator.safetensors")
+        args = {"batch": 16, "lr": 2e-3} | ({} if version is None else {"prior_version": version})
+        (d / "run.json").write_text(json.dumps({"command": "stylerig.worlds.train", "arguments": args}))
+        if ok:
+            assert load_world(d / "generator.safetensors").generator.z_dim == NUM_FACTORS
+        else:
+            with pytest.raises(AssetError, match="prior version 1") as e:
+                load_world(d / "generator.safetensors")
+            assert "--init" in (e.value.hint or "")

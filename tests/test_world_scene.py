@@ -148,3 +148,77 @@ def test_world_build_learning_rate_steps():
         [2e-3, 2e-3, 5e-4, 5e-4, 1.25e-4]
     )
     assert learning_rate(TrainConfig(lr=1e-3), 10**6) == 1e-3  # no decay by default
+
+
+def test_prior_version_2_differs_from_1_only_in_the_expressions_and_the_key_light() -> None:
+    from stylerig.errors import InputError
+    from stylerig.worlds.prior import PRIOR_VERSION
+
+    assert PRIOR_VERSION == 2
+    z = sample_factors(range(256))
+    p1, s1 = factors_to_world(z, version=1)
+    p2, s2 = factors_to_world(z)
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    changed = (p1 != p2).any(0)
+    e = params.LAYOUT["expression"].start
+    grown = {"smile", "eye_close", "smile_asym", "mouth_stretch"}
+    for name in EXPRESSION_NAMES:
+        assert bool(changed[e + EXPRESSION_NAMES.index(name)]) == (name in grown), name
+    ill = params.LAYOUT["illumination"]
+    assert changed[ill].any()
+    others = torch.ones_like(changed)
+    others[ill] = False
+    for name in grown:
+        others[e + EXPRESSION_NAMES.index(name)] = False
+    assert not changed[others].any()
+    # Every expression factor now varies its parameter by at least 0.6 (in the model's sd units) ...
+    sd2 = params.get(p2, "expression").std(0)
+    for name in grown:
+        assert sd2[EXPRESSION_NAMES.index(name)] > 0.6, name
+    # ... and the key light's strength is fixed: factor 24 changes nothing in version 2.
+    k = FACTOR_NAMES.index("light_strength")
+    z_moved = z.clone()
+    z_moved[:, k] += 2.0
+    assert torch.equal(factors_to_world(z_moved)[0], p2)
+    assert not torch.equal(factors_to_world(z_moved, version=1)[0], p1)
+    with pytest.raises(InputError):
+        factors_to_world(z, version=3)
+
+
+def test_training_warm_starts_from_a_generator_and_draws_from_the_chosen_prior(tmp_path) -> None:
+    from stylerig.errors import InputError
+    from stylerig.gan import load_generator
+    from stylerig.worlds.train import TrainConfig, _World, train_world_generator
+
+    cfg = TrainConfig(
+        batch=2,
+        channel_base=256,
+        channel_max=8,
+        mapping_layers=2,
+        eval_every=0,
+        checkpoint_every=0,
+        eval_seeds=2,
+        prior_version=1,
+    )
+    first = tmp_path / "first"
+    train_world_generator(first, 2, config=cfg, log=False)
+    G1 = load_generator(first / "generator.safetensors")
+    # Step 0 of a warm-started run is the first run's generator exactly.
+    warm = TrainConfig(**{**cfg.__dict__, "prior_version": 2, "init": str(first / "generator.safetensors")})
+    G0 = train_world_generator(tmp_path / "zero", 0, config=warm, log=False)
+    z = sample_factors([1, 2])
+    with torch.no_grad():
+        assert torch.equal(G0(z, noise_mode="const"), G1(z, noise_mode="const"))
+    # The held-out targets come from the chosen prior.
+    w1, w2 = _World(2, prior_version=1), _World(2, prior_version=2)
+    assert not torch.equal(w1.eval_images, w2.eval_images)
+    bad = TrainConfig(**{**warm.__dict__, "channel_max": 16})
+    with pytest.raises(InputError, match="architecture"):
+        train_world_generator(tmp_path / "bad", 1, config=bad, log=False)
+    with pytest.raises(InputError, match="no such file"):
+        train_world_generator(
+            tmp_path / "missing",
+            1,
+            config=TrainConfig(**{**warm.__dict__, "init": str(tmp_path / "x")}),
+            log=False,
+        )

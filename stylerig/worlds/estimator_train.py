@@ -52,7 +52,13 @@ from stylerig.face import load_face_model
 from stylerig.render import FaceRenderer
 from stylerig.tensorfile import load_tensors, save_tensors
 from stylerig.worlds.estimator import EstimatorConfig, EstimatorNet, preprocess, save_estimator
-from stylerig.worlds.prior import FACTOR_NAMES, NUM_FACTORS, factors_to_world, sample_factors
+from stylerig.worlds.prior import (
+    FACTOR_NAMES,
+    NUM_FACTORS,
+    PRIOR_VERSION,
+    factors_to_world,
+    sample_factors,
+)
 from stylerig.worlds.scene import render_portrait
 
 __all__ = ["EVAL_SEEDS", "EstimatorTrainConfig", "augment", "evaluate_estimator", "train_estimator"]
@@ -72,7 +78,6 @@ _DETAIL = (
     "mouth_stretch",
     "light_azimuth",
     "light_elevation",
-    "light_strength",
     "ambient",
     "light_warmth",
 )
@@ -126,6 +131,8 @@ def _loss_weights(cfg: EstimatorTrainConfig) -> torch.Tensor:
         w[FACTOR_NAMES.index(name)] = cfg.rotation_weight
     for name in _DETAIL:
         w[FACTOR_NAMES.index(name)] = cfg.detail_weight
+    if PRIOR_VERSION >= 2:  # the key light's strength is fixed: nothing in the image shows its factor
+        w[FACTOR_NAMES.index("light_strength")] = 0.0
     return w / w.mean()
 
 

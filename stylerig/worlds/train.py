@@ -34,7 +34,7 @@ from stylerig.face import load_face_model
 from stylerig.gan import Generator, save_generator
 from stylerig.render import FaceRenderer
 from stylerig.tensorfile import load_tensors, save_tensors
-from stylerig.worlds.prior import NUM_FACTORS, factors_to_world, sample_factors
+from stylerig.worlds.prior import NUM_FACTORS, PRIOR_VERSION, factors_to_world, sample_factors
 from stylerig.worlds.scene import render_portrait
 
 __all__ = [
@@ -74,6 +74,8 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps
     eval_seeds: int = len(HELD_OUT)
     threads: int = 2  # torch threads of the command line (the library call leaves them alone)
+    prior_version: int = PRIOR_VERSION  # the world prior the targets are drawn from (prior.factors_to_world)
+    init: str = ""  # a generator.safetensors whose weights start a fresh run (a warm start); "" = random
 
     def generator_kwargs(self) -> dict[str, Any]:
         return {
@@ -130,7 +132,8 @@ def feature_map(landmarks: torch.Tensor, size: int, sigma: float = 2.5) -> torch
 class _World:
     """The renderer and the held-out targets (rendered once)."""
 
-    def __init__(self, eval_seeds: int) -> None:
+    def __init__(self, eval_seeds: int, prior_version: int = PRIOR_VERSION) -> None:
+        self.prior_version = prior_version
         self.renderer = FaceRenderer(load_face_model(), RESOLUTION, backend="torch")
         self.z_eval = sample_factors(HELD_OUT[:eval_seeds])
         with torch.no_grad():
@@ -140,7 +143,7 @@ class _World:
         """Portraits [B,3,H,W], face masks [B,1,H,W] and feature maps [B,1,H,W] of factor vectors ``z``."""
         out_i, out_m, out_f = [], [], []
         for part in z.split(32):
-            p, scene = factors_to_world(part)
+            p, scene = factors_to_world(part, self.prior_version)
             img, mask, lm = render_portrait(self.renderer, p, scene)
             out_i.append(img)
             out_m.append(mask)
@@ -250,6 +253,7 @@ def train_world_generator(
     ckpt = out / "checkpoint.safetensors"
     if resume and ckpt.is_file():
         step, elapsed, saved_cfg = _load_checkpoint(ckpt, G, opt, rng)
+        saved_cfg = {"prior_version": 1, "init": "", **saved_cfg}  # checkpoints older than these settings
         # Settings that may change between parts (a learning-rate schedule, logging); the rest fix the
         # network and the data stream.
         free = {
@@ -272,10 +276,12 @@ def train_world_generator(
                 f"{ckpt} was written with different settings: {saved_cfg}",
                 hint="resume with the same settings, or pass --no-resume / another --out",
             )
+    elif cfg.init:
+        _warm_start(G, Path(cfg.init))
     from stylerig.outputs import write_run_json
 
     write_run_json(out, command="stylerig.worlds.train", arguments={**asdict(cfg), "seed": seed}, seed=seed)
-    world = _World(cfg.eval_seeds)
+    world = _World(cfg.eval_seeds, cfg.prior_version)
     log_path = out / "log.jsonl"
     wall0 = time.perf_counter()
 
@@ -323,6 +329,21 @@ def train_world_generator(
             f"stopped at step {step} after {elapsed / 60.0:.2f} min (last loss {last_loss:.4f})", flush=True
         )
     return G
+
+
+def _warm_start(G: Generator, path: Path) -> None:
+    """Copy the weights of the generator file ``path`` into G (same architecture), for ``init``."""
+    from stylerig.gan import load_generator
+
+    if not path.is_file():
+        raise InputError(f"--init {path}: no such file", hint="pass a generator.safetensors of a world build")
+    src = load_generator(path)
+    if src.config != G.config:
+        raise InputError(
+            f"--init {path} has another architecture: {src.config}",
+            hint="warm-start from a generator of the same recipe (same channels, z_dim, resolution)",
+        )
+    G.load_state_dict(src.state_dict())
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:

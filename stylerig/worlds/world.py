@@ -241,6 +241,35 @@ def _procedural_face_model() -> MorphableModel:
     return model
 
 
+def _check_prior_version(path: Path) -> None:
+    """Refuse a generator built on another prior than this package's (its truth would be wrong).
+
+    ``stylerig world build`` records ``prior_version`` in the ``run.json`` beside the generator; builds
+    older than that setting (no key) drew their targets from version 1.
+    """
+    import json
+
+    from stylerig.worlds.prior import PRIOR_VERSION
+
+    run = path.parent / "run.json"
+    if not run.is_file():
+        return  # a generator copied elsewhere: nothing to check against
+    try:
+        args = json.loads(run.read_text()).get("arguments", {})
+    except (OSError, ValueError):
+        return
+    if "batch" not in args:  # not a world build's run.json
+        return
+    version = int(args.get("prior_version", 1))
+    if version != PRIOR_VERSION:
+        raise AssetError(
+            f"{path} was trained on the world's prior version {version}; this stylerig's world, truth and "
+            f"estimator are version {PRIOR_VERSION}",
+            hint="rebuild it with the current recipe (`stylerig world build`, see docs/world.md), "
+            "or warm-start one from it with --init",
+        )
+
+
 def load_world(name: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> World:
     """Load a world (offline; the built-in one in well under 2 s).
 
@@ -270,6 +299,7 @@ def load_world(name: str | os.PathLike[str] | None = None, device: str | torch.d
             )
     else:
         path, label = Path(name), str(Path(name).resolve())
+        _check_prior_version(path)
     G = load_generator(path, device=device)
     world = World(G, _procedural_face_model(), name=label)
     G.ground_truth = world.ground_truth  # what `stylerig sample` looks for (params.npy, landmarks)

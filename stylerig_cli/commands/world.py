@@ -53,6 +53,22 @@ def build(
             help="From this step on, lr x --decay-factor² (0: never).",
         ),
     ] = 0,
+    prior_version: Annotated[
+        int,
+        typer.Option(
+            "--prior-version",
+            min=1,
+            max=2,
+            help="The world prior the targets come from (2: the shipped world's; 1: the recipe's first stage).",
+        ),
+    ] = 2,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Start a fresh run from this generator.safetensors (a warm start, e.g. the first stage's).",
+        ),
+    ] = None,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads.")] = 2,
 ) -> None:
     """Train the world generator by regression onto the world's own renders (resumable; run it in parts).
@@ -77,6 +93,8 @@ def build(
         decay_factor=decay_factor,
         decay2_start=decay2_start,
         threads=threads,
+        prior_version=prior_version,
+        init=str(init) if init is not None else "",
     )
     train_world_generator(out, steps, minutes=minutes, resume=resume, seed=seed, config=cfg)
     console.print(f"generator: {out / 'generator.safetensors'}\nlog: {out / 'log.jsonl'}")
