@@ -87,19 +87,20 @@ def test_portrait_shapes_ranges_and_agreement_with_the_renderer(renderer: FaceRe
     assert torch.allclose(image[m], ref.image.clamp(-1, 1)[m], atol=1e-5)
 
 
+def _tiny_train_config(**kw):
+    """A tiny :class:`~stylerig.worlds.train.TrainConfig` (a few-second run) with ``kw`` changed."""
+    from stylerig.worlds.train import TrainConfig
+
+    return TrainConfig(
+        **{"batch": 2, "channel_base": 256, "channel_max": 8, "mapping_layers": 2, "eval_seeds": 2, **kw}
+    )
+
+
 def test_training_writes_checkpoints_and_resumes_exactly(tmp_path) -> None:
     from stylerig.gan import load_generator
-    from stylerig.worlds.train import TrainConfig, train_world_generator
+    from stylerig.worlds.train import train_world_generator
 
-    cfg = TrainConfig(
-        batch=2,
-        channel_base=256,
-        channel_max=8,
-        mapping_layers=2,
-        eval_every=2,
-        checkpoint_every=2,
-        eval_seeds=2,
-    )
+    cfg = _tiny_train_config(eval_every=2, checkpoint_every=2)
     parted = tmp_path / "parted"
     train_world_generator(parted, 2, config=cfg, log=False)
     assert (parted / "checkpoint.safetensors").is_file() and (parted / "log.jsonl").is_file()
@@ -190,16 +191,7 @@ def test_training_warm_starts_from_a_generator_and_draws_from_the_chosen_prior(t
     from stylerig.gan import load_generator
     from stylerig.worlds.train import TrainConfig, _World, train_world_generator
 
-    cfg = TrainConfig(
-        batch=2,
-        channel_base=256,
-        channel_max=8,
-        mapping_layers=2,
-        eval_every=0,
-        checkpoint_every=0,
-        eval_seeds=2,
-        prior_version=1,
-    )
+    cfg = _tiny_train_config(eval_every=0, checkpoint_every=0, prior_version=1)
     first = tmp_path / "first"
     train_world_generator(first, 2, config=cfg, log=False)
     G1 = load_generator(first / "generator.safetensors")
