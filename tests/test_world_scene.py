@@ -214,3 +214,22 @@ def test_training_warm_starts_from_a_generator_and_draws_from_the_chosen_prior(t
             config=TrainConfig(**{**warm.__dict__, "init": str(tmp_path / "x")}),
             log=False,
         )
+
+
+def test_edge_loss_charges_a_blurred_edge_more_than_l1_does() -> None:
+    from stylerig.worlds.train import _loss
+
+    target = torch.zeros(1, 3, 16, 16)
+    target[..., 8:] = 1.0  # a sharp vertical edge
+    blurred = target.clone()
+    blurred[..., 7], blurred[..., 8] = 0.5, 0.5
+    ones, zeros = torch.ones(1, 1, 16, 16), torch.zeros(1, 1, 16, 16)
+    plain = _loss(blurred, target, ones, zeros, 1.0, 0.0)
+    edged = _loss(blurred, target, ones, zeros, 1.0, 0.0, edge_weight=1.0)
+    assert edged > plain > 0
+    # A uniform offset has no edge error: the edge term adds nothing.
+    shifted = target + 0.1
+    assert torch.isclose(
+        _loss(shifted, target, ones, zeros, 1.0, 0.0, edge_weight=1.0),
+        _loss(shifted, target, ones, zeros, 1.0, 0.0),
+    )

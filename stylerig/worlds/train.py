@@ -67,6 +67,7 @@ class TrainConfig:
     mapping_lr_multiplier: float = 1.0
     face_weight: float = 1.0  # extra L1 + L2 weight inside the face mask
     feature_weight: float = 0.0  # extra weight near the brow, eye, nose and mouth landmarks (17-67)
+    edge_weight: float = 0.0  # weight of an L1 on the images' horizontal and vertical pixel differences
     decay_start: int = 0  # from this step on, lr * decay_factor (0 = no decay): a step schedule
     decay_factor: float = 0.25
     decay2_start: int = 0  # from this step on, lr * decay_factor ** 2 (0 = no second step)
@@ -169,10 +170,19 @@ def _loss(
     features: torch.Tensor,
     face_weight: float,
     feature_weight: float,
+    edge_weight: float = 0.0,
 ) -> torch.Tensor:
     d = pred - target
     per_pixel = d.abs() + d.pow(2)
-    return (per_pixel * (1.0 + face_weight * mask + feature_weight * features)).mean()
+    weight = 1.0 + face_weight * mask + feature_weight * features
+    loss = (per_pixel * weight).mean()
+    if edge_weight > 0:
+        # A blurred edge (a mouth or lid drawn as the mean of its shapes) costs little in L1 + L2 but
+        # much in the differences of neighbouring pixels.
+        dx = (d[..., :, 1:] - d[..., :, :-1]).abs() * weight[..., :, 1:]
+        dy = (d[..., 1:, :] - d[..., :-1, :]).abs() * weight[..., 1:, :]
+        loss = loss + edge_weight * (dx.mean() + dy.mean())
+    return loss
 
 
 def _save_checkpoint(
@@ -253,7 +263,12 @@ def train_world_generator(
     ckpt = out / "checkpoint.safetensors"
     if resume and ckpt.is_file():
         step, elapsed, saved_cfg = _load_checkpoint(ckpt, G, opt, rng)
-        saved_cfg = {"prior_version": 1, "init": "", **saved_cfg}  # checkpoints older than these settings
+        saved_cfg = {
+            "prior_version": 1,
+            "init": "",
+            "edge_weight": 0.0,
+            **saved_cfg,
+        }  # checkpoints older than these settings
         # Settings that may change between parts (a learning-rate schedule, logging); the rest fix the
         # network and the data stream.
         free = {
@@ -263,6 +278,7 @@ def train_world_generator(
             "beta2",
             "face_weight",
             "feature_weight",
+            "edge_weight",
             "decay_start",
             "decay_factor",
             "decay2_start",
@@ -312,7 +328,7 @@ def train_world_generator(
         with torch.no_grad():
             target, mask, features = world.render(z)
         pred = G(z, noise_mode="const")
-        loss = _loss(pred, target, mask, features, cfg.face_weight, cfg.feature_weight)
+        loss = _loss(pred, target, mask, features, cfg.face_weight, cfg.feature_weight, cfg.edge_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -38,6 +38,12 @@ def build(
     feature_weight: Annotated[
         float, typer.Option(min=0.0, help="Extra loss weight near the brows, eyes, nose and mouth.")
     ] = 10.0,
+    edge_weight: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Weight of an L1 on neighbouring-pixel differences (0: off, the shipped recipe)."
+        ),
+    ] = 0.0,
     decay_start: Annotated[
         int, typer.Option(min=0, metavar="STEP", help="From this step on, lr x --decay-factor (0: never).")
     ] = 0,
@@ -89,6 +95,7 @@ def build(
     cfg = TrainConfig(
         lr=lr,
         feature_weight=feature_weight,
+        edge_weight=edge_weight,
         decay_start=decay_start,
         decay_factor=decay_factor,
         decay2_start=decay2_start,
