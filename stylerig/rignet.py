@@ -198,6 +198,7 @@ class RigNet(nn.Module):
         tied: bool = False,  # one residual for every slot: d = mean_i d_i (for codes with identical slots)
         subspace: int = 0,  # > 0: project each slot's residual onto this many principal directions of w
         hidden: int = 0,  # > 0: a hidden layer (LeakyReLU 0.2) of this width in each decoder (paper: 0)
+        split: bool = False,  # mode all: one decoder per group, each reading its own block; d = their sum
     ) -> None:
         super().__init__()
         params.mode_groups(mode)  # raises InputError for an unknown mode
@@ -217,6 +218,9 @@ class RigNet(nn.Module):
         if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 0:
             raise InputError(f"RigNet hidden must be an integer >= 0, got {hidden!r}")
         self.hidden = hidden
+        self.split = bool(split)
+        if self.split and len(params.mode_groups(mode)) < 2:
+            raise InputError(f"split decoders need a rig of several groups (mode all), not {mode!r}")
         self.extra_config: dict[str, Any] = {}  # facts stored with a saved rig (see save_rignet)
         index = params.mode_index(mode)
         k = int(index.numel())
@@ -224,19 +228,32 @@ class RigNet(nn.Module):
         self.register_buffer("index", index, persistent=False)
 
         # Networks.
-        if arch == "rignet":
-            self.encoder: SlotLinear | None = SlotLinear(num_ws, w_dim, latent)
-            dec_in = latent + k
+        self.encoder: SlotLinear | None = SlotLinear(num_ws, w_dim, latent) if arch == "rignet" else None
+        widths = [params.SIZES[g] for g in self.groups] if self.split else [k]
+        self._blocks = [(sum(widths[:i]), sum(widths[: i + 1])) for i in range(len(widths))]
+        hiddens, decoders = [], []
+        for width in widths:
+            dec_in = (latent if arch == "rignet" else 0) + width
+            if hidden:  # a non-linear decoder (an option; the paper's is linear)
+                hiddens.append(SlotLinear(num_ws, dec_in, hidden, bias=arch == "rignet"))
+                dec_in = hidden
+            decoders.append(
+                SlotLinear(
+                    num_ws,
+                    dec_in,
+                    w_dim,
+                    bias=arch == "rignet",
+                    weight_std=self.init_scale / math.sqrt(dec_in),
+                )
+            )
+        # One decoder (the paper's), or with ``split`` one per group in ModuleLists.
+        self.decoder_hidden: SlotLinear | nn.ModuleList | None = None
+        if self.split:
+            self.decoder_hidden = nn.ModuleList(hiddens) if hidden else None
+            self.decoder: SlotLinear | nn.ModuleList = nn.ModuleList(decoders)
         else:
-            self.encoder = None
-            dec_in = k
-        self.decoder_hidden: SlotLinear | None = None
-        if hidden:  # a non-linear decoder (an option; the paper's is linear)
-            self.decoder_hidden = SlotLinear(num_ws, dec_in, hidden, bias=arch == "rignet")
-            dec_in = hidden
-        self.decoder = SlotLinear(
-            num_ws, dec_in, w_dim, bias=arch == "rignet", weight_std=self.init_scale / math.sqrt(dec_in)
-        )
+            self.decoder_hidden = hiddens[0] if hidden else None
+            self.decoder = decoders[0]
 
         # Training statistics of F(w)^τ (normalisation and the range an editor may trust).
         for name, fill in (("mean", 0.0), ("std", 1.0), ("scale", 1.0), ("lo", 0.0), ("hi", 0.0)):
@@ -258,6 +275,7 @@ class RigNet(nn.Module):
             "tied": self.tied,
             "subspace": self.subspace,
             "hidden": self.hidden,
+            "split": self.split,
         }
 
     def extra_repr(self) -> str:
@@ -354,9 +372,10 @@ class RigNet(nn.Module):
         check_tensor(p, "p", ["B", params.NUM_PARAMS], sizes=sizes)
         if not ws.is_floating_point() or not p.is_floating_point():
             raise InputError(f"ws and p must be floating point, got {ws.dtype} and {p.dtype}")
-        if ws.device != self.decoder.weight.device or p.device != ws.device:
+        device = self.mean.device
+        if ws.device != device or p.device != ws.device:
             raise InputError(
-                f"ws ({ws.device}), p ({p.device}) and the rig ({self.decoder.weight.device}) must share a device",
+                f"ws ({ws.device}), p ({p.device}) and the rig ({device}) must share a device",
                 hint="move the tensors with .to(device) or the rig with rig.to(device)",
             )
         x = self.normalise(p.to(ws.dtype))  # [B, k]
@@ -368,15 +387,25 @@ class RigNet(nn.Module):
                 )
             check_tensor(p_current, "p_current", ["B", params.NUM_PARAMS], sizes=sizes)
             x = x - self.normalise(p_current.to(device=ws.device, dtype=ws.dtype))
-            dec_in = x[:, None].expand(-1, self.num_ws, -1)
+            latent = None
         else:
             assert self.encoder is not None
             latent = self.encoder(ws)  # [B, S, latent]
-            dec_in = torch.cat([latent, x[:, None].expand(-1, self.num_ws, -1)], dim=-1)
-        if self.decoder_hidden is not None:
-            # No bias in the steering arch: a zero change still gives exactly d = 0.
-            dec_in = torch.nn.functional.leaky_relu(self.decoder_hidden(dec_in), 0.2)
-        d = self.decoder(dec_in)  # [B, S, D]
+        decoders = self.decoder if isinstance(self.decoder, nn.ModuleList) else [self.decoder]
+        hiddens = (
+            self.decoder_hidden
+            if isinstance(self.decoder_hidden, nn.ModuleList)
+            else [self.decoder_hidden] * len(decoders)
+        )
+        d = ws.new_zeros(())
+        for (a, b), hid, dec in zip(self._blocks, hiddens, decoders, strict=True):
+            dec_in = x[:, None, a:b].expand(-1, self.num_ws, -1)
+            if latent is not None:
+                dec_in = torch.cat([latent, dec_in], dim=-1)
+            if hid is not None:
+                # No bias in the steering arch: a zero change still gives exactly d = 0.
+                dec_in = torch.nn.functional.leaky_relu(hid(dec_in), 0.2)
+            d = d + dec(dec_in)  # [B, S, D]
         if self.tied:
             d = d.mean(1, keepdim=True).expand_as(d)
         if self.subspace:

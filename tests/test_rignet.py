@@ -448,3 +448,27 @@ def test_hidden_decoder_option(arch: str, tmp_path: Path) -> None:
         torch.testing.assert_close(rig(ws, p_cur, p_current=p_cur), ws, rtol=0, atol=0)
     back = load_rignet(save_rignet(rig, tmp_path / "h.safetensors"))
     torch.testing.assert_close(back(ws, p, p_current=p_cur), out)
+
+
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_split_decoders_sum_one_residual_per_group(hidden: int, tmp_path: Path) -> None:
+    rig = RigNet(S, D, "all", hidden=hidden, init_scale=1.0, split=True)
+    assert isinstance(rig.decoder, torch.nn.ModuleList) and len(rig.decoder) == 3
+    ws, p = _ws(2), _p(2, seed=1)
+    out = rig(ws, p)
+    assert out.shape == (2, S, D) and not torch.allclose(out, ws)
+    # Each group's targets reach ŵ only through that group's decoder: silence the expression decoder and
+    # a change of the expression targets no longer moves ŵ, while a change of the pose targets still does.
+    with torch.no_grad():
+        for prm in rig.decoder[1].parameters():
+            prm.zero_()
+    base = rig(ws, p)
+    p_expr = params.replace(p, "expression", params.get(p, "expression") + 1.0)
+    p_pose = params.replace(p, "rotation", params.get(p, "rotation") + 0.3)
+    torch.testing.assert_close(rig(ws, p_expr), base, rtol=0, atol=0)
+    assert not torch.allclose(rig(ws, p_pose), base)
+    back = load_rignet(save_rignet(rig, tmp_path / "split.safetensors"))
+    assert back.split and back.config() == rig.config()
+    torch.testing.assert_close(back(ws, p), base)
+    with pytest.raises(InputError, match="several groups"):
+        RigNet(S, D, "pose", split=True)

@@ -71,6 +71,7 @@ class RigConfig:
     tied: str = "auto"  # auto | yes | no: one residual for all slots (auto: when the codes' slots are equal)
     hidden: int = 0  # > 0: a hidden layer in each decoder (not the paper's linear RigNet)
     subspace: int = 0  # > 0: residuals restricted to the codes' top principal directions (RigNet docs)
+    split: bool = False  # mode all: one decoder per group (RigNet's ``split``)
     rec: bool = True
     edit: bool = True
     consist: bool = True
@@ -440,6 +441,7 @@ def train_rignet(
                 tied=tied,
                 subspace=cfg.subspace,
                 hidden=cfg.hidden,
+                split=cfg.split,
             )
         rig.set_statistics(p_train)
         if cfg.subspace:

@@ -77,6 +77,13 @@ def train_rignet(
         int,
         typer.Option(min=0, metavar="H", help="Hidden width of each decoder (0: the paper's linear RigNet)."),
     ] = 0,
+    split: Annotated[
+        bool,
+        typer.Option(
+            "--split/--no-split",
+            help="Mode all: one decoder per group (pose, expression, light), each reading its own targets.",
+        ),
+    ] = False,
     steps: Annotated[int, typer.Option(min=1, metavar="N", help="Optimizer steps in total.")] = 600,
     batch: Annotated[
         int, typer.Option(min=1, metavar="B", help="Pairs (w, v) per step, over all torchrun processes.")
@@ -125,6 +132,7 @@ def train_rignet(
         tied=tied,
         subspace=subspace,
         hidden=hidden,
+        split=split,
         rec=not no_rec,
         edit=not no_edit,
         consist=not no_consist,
@@ -152,6 +160,7 @@ def train_rignet(
         "tied": tied,
         "subspace": subspace,
         "hidden": hidden,
+        "split": split,
         "steps": steps,
         "batch": batch,
         "lr": lr,
