@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from stylerig_cli.app import app, console, err_console
+from stylerig_cli.options import DFR_OF_RIG, RUN_DEVICE, rig_option
 
 
 def _angle(name: str, delta: bool = False) -> object:
@@ -23,13 +24,9 @@ def _angle(name: str, delta: bool = False) -> object:
 def edit(
     rig: Annotated[
         list[Path],
-        typer.Option(
-            "--rig",
-            "-r",
-            metavar="RIG",
-            help="rig.safetensors of `stylerig train-rignet` (or its folder); repeat to combine rigs of "
-            "different groups (applied in the order given).",
-            show_default=False,
+        rig_option(
+            "rig.safetensors of `stylerig train-rignet` (or its folder); repeat to combine rigs of "
+            "different groups (applied in the order given)."
         ),
     ],
     out: Annotated[
@@ -92,12 +89,7 @@ def edit(
             show_default=False,
         ),
     ] = None,
-    dfr: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="DFR", help="The DFR (default: the one the rig was trained with).", show_default=False
-        ),
-    ] = None,
+    dfr: Annotated[Path | None, DFR_OF_RIG] = None,
     generator: Annotated[
         Path | None,
         typer.Option(
@@ -116,7 +108,7 @@ def edit(
             help="Also read the images with the built-in world's independent estimator (~2 s per image).",
         ),
     ] = False,
-    device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="Where to run.")] = "cpu",
+    device: Annotated[str, RUN_DEVICE] = "cpu",
 ) -> None:
     """Edit a face: ŵ = RigNet(w, target), with the target = the face's own parameters (from the DFR)
     changed as asked. Angles in degrees."""

@@ -9,19 +9,14 @@ import typer
 from rich.markup import escape
 
 from stylerig_cli.app import app, console
+from stylerig_cli.options import DFR_OF_RIG, rig_option
 
 
 @app.command()
 def evaluate(
     rig: Annotated[
         list[Path],
-        typer.Option(
-            "--rig",
-            "-r",
-            metavar="RIG",
-            help="rig.safetensors (or its folder); repeat for several.",
-            show_default=False,
-        ),
+        rig_option("rig.safetensors (or its folder); repeat for several."),
     ],
     out: Annotated[
         Path,
@@ -33,14 +28,7 @@ def evaluate(
             show_default=False,
         ),
     ],
-    dfr: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="DFR",
-            help="The DFR (default: the one the first rig was trained with).",
-            show_default=False,
-        ),
-    ] = None,
+    dfr: Annotated[Path | None, DFR_OF_RIG] = None,
     data: Annotated[
         Path | None,
         typer.Option(

@@ -9,19 +9,14 @@ import typer
 from rich.markup import escape
 
 from stylerig_cli.app import app, console
+from stylerig_cli.options import DFR_OF_RIG, RUN_DEVICE, rig_option
 
 
 @app.command()
 def mix(
     rig: Annotated[
         list[Path],
-        typer.Option(
-            "--rig",
-            "-r",
-            metavar="RIG",
-            help="rig.safetensors (or its folder); repeat to combine rigs of different groups.",
-            show_default=False,
-        ),
+        rig_option("rig.safetensors (or its folder); repeat to combine rigs of different groups."),
     ],
     source: Annotated[
         str, typer.Option(metavar="SEEDS", help="Source seeds, e.g. 1,2,5-7 (rows).", show_default=False)
@@ -50,12 +45,7 @@ def mix(
             help="Add StyleGAN's style mixing of the same pairs (coarse / middle / fine ws copied), side by side.",
         ),
     ] = False,
-    dfr: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="DFR", help="The DFR (default: the one the rig was trained with).", show_default=False
-        ),
-    ] = None,
+    dfr: Annotated[Path | None, DFR_OF_RIG] = None,
     generator: Annotated[
         Path | None,
         typer.Option(
@@ -63,7 +53,7 @@ def mix(
         ),
     ] = None,
     truncation: Annotated[float, typer.Option(metavar="PSI", help="Truncation psi of the seeds.")] = 1.0,
-    device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="Where to run.")] = "cpu",
+    device: Annotated[str, RUN_DEVICE] = "cpu",
 ) -> None:
     """Each target face given each source face's parameters: sources down the left, targets across the top."""
     from stylerig.devices import resolve_device
