@@ -27,12 +27,12 @@ index  factor                maps to                                 value = f(z
 9      cheek_fullness        identity ``cheek_fullness``             z sd
 10     jaw_open              expression ``jaw_open`` (one-sided)     1.6 sp(2.5 (z - 0.9)) / 2.5 sd (>= 0; ~0 for
                                                                      z < 0.5, 1.2 sd at z = 1.6; 17% > 0.5 sd)
-11     smile                 expression ``smile``                    3.2 s(3 (z - 0.2)) - 0.2 sd (-0.2..3.0;
-                                                                     42% above 1.5 sd)
-12     eye_close             expression ``eye_close``                0.8 z + 1.2 s(5 (z - 2.2)) sd (2% blinks)
+11     smile                 expression ``smile``                    2.2 s(3 (z - 0.2)) - 0.15 sd (-0.15..2.05;
+                                                                     46% below 0.5 sd, 42% above 1 sd)
+12     eye_close             expression ``eye_close``                0.3 z + 2.6 s(5 (z - 2.2)) sd (2% blinks)
 13     brow_raise            expression ``brow_raise``               0.6 z sd
-14     smile_asym            expression ``smile_asym``               0.8 z sd
-15     mouth_stretch         expression ``mouth_stretch``            0.9 z sd
+14     smile_asym            expression ``smile_asym``               0.25 z sd
+15     mouth_stretch         expression ``mouth_stretch``            0.3 z sd
 16     skin_tone             reflectance ``skin_tone``               2.4 tanh(0.5 z) sd (-2.4..2.4: dark..light)
 17     redness               reflectance ``redness``                 0.7 z sd
 18     yellowness            reflectance ``yellowness``              0.7 z sd
@@ -42,8 +42,7 @@ index  factor                maps to                                 value = f(z
 22     light_azimuth         key light azimuth (+ = from image       35 tanh(0.6 z) deg (mostly frontal)
                              right)
 23     light_elevation       key light elevation                     20 + 15 tanh(0.6 z) deg (5..35, from above)
-24     light_strength        inert (version 2): the key light's      0.45 (version 1: 0.45 + 0.2 tanh(0.7 z))
-                             strength is fixed
+24     light_strength        key light strength (SH band 1)          0.45 + 0.2 tanh(0.7 z) (0.25..0.65)
 25     ambient               change of the SH constant band          0.15 tanh(0.7 z) (-0.15..0.15)
 26     light_warmth          light colour: R x (1 + w), B x (1 - w)  w = 0.08 tanh(z) (warm / cool tint)
 27     bg_lightness          background mean grey level              0.6 tanh(0.8 z) (-0.6..0.6)
@@ -60,15 +59,17 @@ index  factor                maps to                                 value = f(z
 37     hair_length           how far the hair falls below the ears   s(1.5 (z - 0.3)) (0 = short .. 1 = long)
 =====  ====================  ======================================  ==========================================
 
-Version 2 of the prior (:data:`PRIOR_VERSION`, the shipped world's) differs from version 1 in two ways,
-both so that the world's truth is something an image can show (docs/world.md, "prior version 2"):
+The table is version 1 of the prior, the shipped world's (:data:`PRIOR_VERSION`). Version 2
+(``factors_to_world(z, version=2)``, ``stylerig world build --prior-version 2``) is an experiment towards
+a world whose every factor an image shows (docs/world.md, "prior version 2"); no shipped generator is
+trained on it yet. It differs in two ways:
 
-- smile, eye_close, smile_asym and mouth_stretch are 1.5-3.2x larger. In version 1 one sd of the last
-  three moved no landmark by more than 0.55 px at 128x128 and smile changed fewer than 30 pixels by more
-  than 0.05, so no estimator could read them (correlation with the truth under 0.2 even on renders).
-- the key light's strength is fixed. With strength, ambient light and skin albedo all free, an image
-  shows only their products (the classic albedo-light scale ambiguity), so neither the ambient term nor
-  the strength was identifiable. Factor 24 is kept, inert, so that z stays 38-d.
+- smile ``3.2 s(3 (z - 0.2)) - 0.2``, eye_close ``0.8 z + 1.2 s(5 (z - 2.2))``, smile_asym ``0.8 z`` and
+  mouth_stretch ``0.9 z`` sd: 1.5-3.2x larger. In version 1 one sd of the last three moves no landmark
+  by more than 0.55 px at 128x128 and smile changes fewer than 30 pixels by more than 0.05, so no
+  estimator reads them (correlation with the truth under 0.2 even on renders).
+- the key light's strength is fixed at 0.45 (factor 24 is inert, so that z stays 38-d): with strength,
+  ambient light and skin albedo all free, an image shows only their products.
 
 Fixed (not factors): translation ``(0, TRANSLATION_Y, TRANSLATION_Z)`` = (0, -0.04, -3.5) dm so the head
 (crown to chin about 2.2 dm) fits the fixed camera's 128x128 view with a margin above it and room for
@@ -148,9 +149,9 @@ FACTOR_NAMES: tuple[str, ...] = (
 )
 NUM_FACTORS: int = len(FACTOR_NAMES)
 
-#: The shipped world's prior. Version 2 (the table above) made every expression factor visible and the
-#: light identifiable; version 1 is kept because the generator's recipe starts from it (docs/world.md).
-PRIOR_VERSION: int = 2
+#: The prior of the shipped world (its generator, estimator and truth): version 1, the table above.
+#: Version 2 (visible expressions, fixed key-light strength) is an experiment for builds (docs/world.md).
+PRIOR_VERSION: int = 1
 _F = {name: i for i, name in enumerate(FACTOR_NAMES)}
 
 #: Fixed head placement (decimetres): the camera is fixed (:mod:`stylerig.render.camera`).
@@ -217,8 +218,8 @@ def factors_to_world(
 
     Args:
         z: float [B, NUM_FACTORS], each factor ~N(0, 1) (any finite value is valid).
-        version: the prior's version (:data:`PRIOR_VERSION`, the shipped world's; 1 = the first world's
-            smaller expressions and free key-light strength, kept for the first stage of the recipe).
+        version: the prior's version: 1 (:data:`PRIOR_VERSION`, the shipped world's) or 2 (the
+            experiment with larger expressions and a fixed key-light strength, see above).
 
     Returns:
         ``(p, scene)``: p float [B, 257] (:mod:`stylerig.params`, rotation in radians) and a dict of

@@ -65,9 +65,9 @@ def build(
             "--prior-version",
             min=1,
             max=2,
-            help="The world prior the targets come from (2: the shipped world's; 1: the recipe's first stage).",
+            help="The world prior the targets come from (1: the shipped world's; 2: the visible-expression experiment).",
         ),
-    ] = 2,
+    ] = 1,
     init: Annotated[
         Path | None,
         typer.Option(
