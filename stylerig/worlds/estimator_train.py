@@ -78,6 +78,7 @@ _DETAIL = (
     "mouth_stretch",
     "light_azimuth",
     "light_elevation",
+    "light_strength",
     "ambient",
     "light_warmth",
 )
