@@ -230,3 +230,13 @@ def test_expression_param_loss_ignores_saturated_factor_errors():
     far[:, i], farther[:, i] = 4.0, 6.0  # both far in the sigmoid's flat tail: the same smile
     assert float(_expression_param_loss(far, farther, scale)) < 1e-3
     assert float(_expression_param_loss(z, far, scale)) > 0.1  # 0 -> 4: a visible smile
+
+
+def test_estimator_recipe_follows_the_chosen_prior_version() -> None:
+    from stylerig.worlds.estimator_train import EstimatorTrainConfig, _loss_weights, _Renders
+    from stylerig.worlds.prior import FACTOR_NAMES
+
+    v1, v2 = EstimatorTrainConfig(eval_seeds=2), EstimatorTrainConfig(eval_seeds=2, prior_version=2)
+    k = FACTOR_NAMES.index("light_strength")
+    assert _loss_weights(v1)[k] > 0 and _loss_weights(v2)[k] == 0  # v2 fixes the key light's strength
+    assert not torch.equal(_Renders(v1).x_eval, _Renders(v2).x_eval)

@@ -115,6 +115,8 @@ class EstimatorTrainConfig:
     # torch threads of the command line (the library call leaves them alone); 1 on a shared CPU: with
     # more threads than free cores, OpenMP's barriers made the renderer ~50x slower here.
     threads: int = 1
+    # The world prior the training renders come from (prior.factors_to_world); the shipped world's by default.
+    prior_version: int = PRIOR_VERSION
 
     def net_config(self) -> EstimatorConfig:
         return EstimatorConfig(
@@ -132,26 +134,28 @@ def _loss_weights(cfg: EstimatorTrainConfig) -> torch.Tensor:
         w[FACTOR_NAMES.index(name)] = cfg.rotation_weight
     for name in _DETAIL:
         w[FACTOR_NAMES.index(name)] = cfg.detail_weight
-    if PRIOR_VERSION >= 2:  # the key light's strength is fixed: nothing in the image shows its factor
+    if cfg.prior_version >= 2:  # the key light's strength is fixed: nothing in the image shows its factor
         w[FACTOR_NAMES.index("light_strength")] = 0.0
     return w / w.mean()
 
 
-def _expression_scale(n: int = 20000) -> torch.Tensor:
+def _expression_scale(n: int = 20000, version: int = PRIOR_VERSION) -> torch.Tensor:
     """float [64]: the prior's sd of each expression parameter (1 where it never varies), seed 0."""
     from stylerig import params
 
     z = torch.randn(n, NUM_FACTORS, generator=torch.Generator().manual_seed(0))
-    sd = params.get(factors_to_world(z)[0], "expression").std(0)
+    sd = params.get(factors_to_world(z, version)[0], "expression").std(0)
     return torch.where(sd > 1e-6, sd, torch.ones_like(sd))
 
 
-def _expression_param_loss(pred: torch.Tensor, true: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def _expression_param_loss(
+    pred: torch.Tensor, true: torch.Tensor, scale: torch.Tensor, version: int = PRIOR_VERSION
+) -> torch.Tensor:
     """Mean L1 between the expression parameters (in prior sd) of predicted and true factors [B, 38]."""
     from stylerig import params
 
-    e_pred = params.get(factors_to_world(pred)[0], "expression")
-    e_true = params.get(factors_to_world(true)[0], "expression")
+    e_pred = params.get(factors_to_world(pred, version)[0], "expression")
+    e_true = params.get(factors_to_world(true, version)[0], "expression")
     used = scale != 1.0
     return ((e_pred - e_true).abs() / scale)[:, used].mean()
 
@@ -181,6 +185,7 @@ class _Renders:
     def __init__(self, cfg: EstimatorTrainConfig) -> None:
         self.renderer = FaceRenderer(load_face_model(), RESOLUTION, backend="torch")
         self.input_size = cfg.input_size
+        self.prior_version = cfg.prior_version
         self.z_eval = sample_factors(EVAL_SEEDS[: cfg.eval_seeds])
         self.x_eval = self.render(self.z_eval)
 
@@ -189,22 +194,25 @@ class _Renders:
         """Portraits of factors z [B, 38], area-downsampled to the network input [B, 3, s, s]."""
         out = []
         for part in z.split(32):
-            p, scene = factors_to_world(part)
+            p, scene = factors_to_world(part, self.prior_version)
             out.append(preprocess(render_portrait(self.renderer, p, scene)[0], self.input_size))
         return torch.cat(out)
 
 
 @torch.no_grad()
-def evaluate_estimator(net: EstimatorNet, images: torch.Tensor, z_true: torch.Tensor) -> dict[str, float]:
+def evaluate_estimator(
+    net: EstimatorNet, images: torch.Tensor, z_true: torch.Tensor, prior_version: int = PRIOR_VERSION
+) -> dict[str, float]:
     """Errors of ``net`` on images [B, 3, s, s] (or 128x128) with true factors z_true [B, 38]: median
-    |rotation error| per angle (degrees) and expression / illumination RMSE (coefficient units)."""
+    |rotation error| per angle (degrees) and expression / illumination RMSE (coefficient units), the
+    factors read through the world prior of version ``prior_version``."""
     from stylerig import params
 
     was = net.training
     net.eval()
     z = torch.cat([net(c) for c in images.split(64)])
     net.train(was)
-    est, true = factors_to_world(z)[0], factors_to_world(z_true)[0]
+    est, true = factors_to_world(z, prior_version)[0], factors_to_world(z_true, prior_version)[0]
     rot = (params.get(est, "rotation") - params.get(true, "rotation")).abs() * (180.0 / math.pi)
     med = rot.median(0).values.tolist()
     out = {f"{n}_med_deg": round(v, 4) for n, v in zip(_ROTATION, med, strict=True)}
@@ -323,12 +331,12 @@ def train_estimator(
     )
     world = _Renders(cfg)
     weights = _loss_weights(cfg)
-    exp_scale = _expression_scale()
+    exp_scale = _expression_scale(version=cfg.prior_version)
     log_path = out / "log.jsonl"
 
     def checkpoint() -> None:
         _save_checkpoint(ckpt, net, opt, rng, step, elapsed, cfg)
-        rec = evaluate_estimator(net, world.x_eval, world.z_eval)
+        rec = evaluate_estimator(net, world.x_eval, world.z_eval, cfg.prior_version)
         save_estimator(
             net,
             out / "estimator.safetensors",
@@ -346,7 +354,7 @@ def train_estimator(
         rec = {
             "step": step,
             "minutes": round(elapsed / 60.0, 3),
-            **evaluate_estimator(net, world.x_eval, world.z_eval),
+            **evaluate_estimator(net, world.x_eval, world.z_eval, cfg.prior_version),
         }
         with open(log_path, "a") as fh:
             fh.write(json.dumps(rec) + "\n")
@@ -380,7 +388,9 @@ def train_estimator(
         pred = net(x)
         loss = ((pred - z_buf[pick]).abs() * weights).mean()
         if cfg.expression_param_weight > 0:
-            loss = loss + cfg.expression_param_weight * _expression_param_loss(pred, z_buf[pick], exp_scale)
+            loss = loss + cfg.expression_param_weight * _expression_param_loss(
+                pred, z_buf[pick], exp_scale, cfg.prior_version
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
