@@ -201,6 +201,13 @@ def test_training_warm_starts_from_a_generator_and_draws_from_the_chosen_prior(t
     z = sample_factors([1, 2])
     with torch.no_grad():
         assert torch.equal(G0(z, noise_mode="const"), G1(z, noise_mode="const"))
+    # A resume takes the checkpoint's weights: it needs neither the same --init nor the file.
+    (first / "generator.safetensors").rename(first / "moved.safetensors")
+    resumed = TrainConfig(**{**warm.__dict__, "init": ""})
+    G_resumed = train_world_generator(tmp_path / "zero", 0, config=resumed, log=False)
+    with torch.no_grad():
+        assert torch.equal(G_resumed(z, noise_mode="const"), G1(z, noise_mode="const"))
+    (first / "moved.safetensors").rename(first / "generator.safetensors")
     # The held-out targets come from the chosen prior.
     w1, w2 = _World(2, prior_version=1), _World(2, prior_version=2)
     assert not torch.equal(w1.eval_images, w2.eval_images)

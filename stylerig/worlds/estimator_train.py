@@ -256,7 +256,8 @@ def _load_checkpoint(
 ) -> tuple[int, float]:
     tensors, meta = load_tensors(path, what="world estimator checkpoint", hint="delete it to start afresh")
     defaults = {f.name: f.default for f in fields(EstimatorTrainConfig)}
-    saved = {**defaults, **json.loads(meta["config"])}  # settings added later: their defaults
+    # Settings added later take their defaults, except the prior: checkpoints without it drew version 1.
+    saved = {**defaults, "prior_version": 1, **json.loads(meta["config"])}
     if {k: v for k, v in saved.items() if k not in _FREE} != {
         k: v for k, v in asdict(cfg).items() if k not in _FREE
     }:

@@ -279,6 +279,7 @@ def train_world_generator(
             "face_weight",
             "feature_weight",
             "edge_weight",
+            "init",  # only starts a fresh run; a resume takes the checkpoint's weights
             "decay_start",
             "decay_factor",
             "decay2_start",
