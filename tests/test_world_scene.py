@@ -240,3 +240,46 @@ def test_edge_loss_charges_a_blurred_edge_more_than_l1_does() -> None:
         _loss(shifted, target, ones, zeros, 1.0, 0.0, edge_weight=1.0),
         _loss(shifted, target, ones, zeros, 1.0, 0.0),
     )
+
+
+def test_critic_loss_reads_only_its_groups_and_steers_training(tmp_path) -> None:
+    from stylerig.errors import InputError
+    from stylerig.gan import load_generator
+    from stylerig.worlds.estimator import EstimatorConfig, EstimatorNet, save_estimator
+    from stylerig.worlds.prior import FACTOR_GROUPS, FACTOR_NAMES
+    from stylerig.worlds.train import TrainConfig, _Critic, train_world_generator
+
+    torch.manual_seed(0)
+    net = EstimatorNet(EstimatorConfig(input_size=32, widths=(4, 4), reduce=2, hidden=8)).eval()
+    path = save_estimator(net, tmp_path / "critic.safetensors")
+    critic = _Critic(str(path), "pose, expression")
+    names = FACTOR_GROUPS["pose"] + FACTOR_GROUPS["expression"]
+    assert critic.index.tolist() == [FACTOR_NAMES.index(n) for n in names]
+    images = (torch.rand(2, 3, 128, 128) * 2 - 1).requires_grad_(True)
+    z = sample_factors([3, 4])
+    loss = critic.loss(images, z)
+    with torch.no_grad():  # brute force, with the file's (float16-rounded) weights
+        read = critic.net(images)
+        expect = sum(
+            (read[b, FACTOR_NAMES.index(n)] - z[b, FACTOR_NAMES.index(n)]) ** 2 for b in (0, 1) for n in names
+        )
+    assert torch.allclose(loss, expect / (2 * len(names)), rtol=1e-5)
+    other = z.clone()
+    other[:, FACTOR_NAMES.index("face_width")] += 1.0  # not a chosen factor
+    assert torch.equal(critic.loss(images, other), loss)
+    loss.backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    assert all(prm.grad is None for prm in critic.net.parameters())  # the critic stays frozen
+    with pytest.raises(InputError, match="unknown"):
+        _Critic(str(path), "pose,mood")
+    with pytest.raises(InputError, match="no such file"):
+        _Critic(str(tmp_path / "none.safetensors"), "pose")
+    # Wired into training: one step with the critic moves the weights differently from one without.
+    base = _tiny_train_config(eval_every=0, checkpoint_every=0)
+    with_critic = TrainConfig(**{**base.__dict__, "critic": str(path), "critic_weight": 100.0})
+    train_world_generator(tmp_path / "a", 1, config=base, log=False)
+    train_world_generator(tmp_path / "b", 1, config=with_critic, log=False)
+    Ga, Gb = (load_generator(tmp_path / d / "generator.safetensors") for d in "ab")
+    assert any(
+        not torch.equal(x, y) for x, y in zip(Ga.state_dict().values(), Gb.state_dict().values(), strict=True)
+    )

@@ -7,6 +7,15 @@ renders their portraits (:func:`stylerig.worlds.scene.render_portrait`) and regr
 ``G(z, noise_mode="const")`` onto them with ``L1 + L2`` (pixels weighted ``1 + face_weight * face mask +
 feature_weight * feature map``, see :func:`feature_map`), Adam.
 
+Optional **critic** (an imitative loss, as DiscoFaceGAN trains its generator with a face-reconstruction
+network): a frozen world estimator (:class:`~stylerig.worlds.estimator.EstimatorNet` file, trained only
+on renders) reads the generated images, and ``critic_weight * mean((critic(G(z)) - z)^2)`` over the
+factors of ``critic_groups`` (names of :data:`~stylerig.worlds.prior.FACTOR_GROUPS`) pulls what the
+generator *shows* towards its factors. Pixel losses give a 1-degree pose error or a 2-pixel mouth corner
+almost no weight; the critic weighs them in the units of the factor. The critic must not be the network
+that later measures the world (``world.estimate``): a generator taught by one estimator is measured by
+another, and by the renderer-based fit, so that it cannot pass by drawing what fools one network.
+
 Outputs in ``out_dir``: ``checkpoint.safetensors`` (generator + Adam state + step + RNG state + elapsed
 time; resumed exactly), ``log.jsonl`` (one line per evaluation: held-out PSNR inside the face mask and
 over the whole image, in [-1, 1] units with peak-to-peak 2, mean over :data:`HELD_OUT` seeds),
@@ -34,7 +43,14 @@ from stylerig.face import load_face_model
 from stylerig.gan import Generator, save_generator
 from stylerig.render import FaceRenderer
 from stylerig.tensorfile import load_tensors, save_tensors
-from stylerig.worlds.prior import NUM_FACTORS, PRIOR_VERSION, factors_to_world, sample_factors
+from stylerig.worlds.prior import (
+    FACTOR_GROUPS,
+    FACTOR_NAMES,
+    NUM_FACTORS,
+    PRIOR_VERSION,
+    factors_to_world,
+    sample_factors,
+)
 from stylerig.worlds.scene import render_portrait
 
 __all__ = [
@@ -77,6 +93,9 @@ class TrainConfig:
     threads: int = 2  # torch threads of the command line (the library call leaves them alone)
     prior_version: int = PRIOR_VERSION  # the world prior the targets are drawn from (prior.factors_to_world)
     init: str = ""  # a generator.safetensors whose weights start a fresh run (a warm start); "" = random
+    critic: str = ""  # an estimator file whose reading of G(z) is pulled towards z ("" = no critic)
+    critic_weight: float = 0.0  # weight of the critic's mean squared factor error
+    critic_groups: str = "pose"  # comma-separated FACTOR_GROUPS names the critic's loss covers
 
     def generator_kwargs(self) -> dict[str, Any]:
         return {
@@ -185,6 +204,31 @@ def _loss(
     return loss
 
 
+class _Critic:
+    """A frozen estimator network reading generated images; see the module docstring ("critic")."""
+
+    def __init__(self, path: str, groups: str) -> None:
+        from stylerig.worlds.estimator import load_estimator
+
+        names = [g.strip() for g in groups.split(",") if g.strip()]
+        unknown = [g for g in names if g not in FACTOR_GROUPS]
+        if not names or unknown:
+            raise InputError(
+                f"critic groups {groups!r}: unknown {unknown or 'none given'}",
+                hint=f"name some of {', '.join(FACTOR_GROUPS)}, separated by commas",
+            )
+        if not Path(path).is_file():
+            raise InputError(f"--critic {path}: no such file", hint="pass an estimator.safetensors")
+        self.net = load_estimator(path, cache=False)  # eval mode, frozen
+        self.index = torch.tensor([FACTOR_NAMES.index(f) for g in names for f in FACTOR_GROUPS[g]])
+
+    def loss(self, pred: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Mean squared error (z units) between the critic's factors of images ``pred`` [B,3,H,W] and
+        ``z`` [B, NUM_FACTORS], over the chosen factors; differentiable in ``pred``."""
+        read = self.net(pred.float())
+        return (read[:, self.index] - z[:, self.index]).pow(2).mean()
+
+
 def _save_checkpoint(
     path: Path, G: Generator, opt: torch.optim.Optimizer, rng: torch.Generator, step: int, elapsed: float, cfg
 ) -> None:
@@ -280,6 +324,9 @@ def train_world_generator(
             "feature_weight",
             "edge_weight",
             "init",  # only starts a fresh run; a resume takes the checkpoint's weights
+            "critic",  # a loss term, like the weights above: it may change between parts
+            "critic_weight",
+            "critic_groups",
             "decay_start",
             "decay_factor",
             "decay2_start",
@@ -299,6 +346,7 @@ def train_world_generator(
 
     write_run_json(out, command="stylerig.worlds.train", arguments={**asdict(cfg), "seed": seed}, seed=seed)
     world = _World(cfg.eval_seeds, cfg.prior_version)
+    critic = _Critic(cfg.critic, cfg.critic_groups) if cfg.critic and cfg.critic_weight > 0 else None
     log_path = out / "log.jsonl"
     wall0 = time.perf_counter()
 
@@ -330,6 +378,8 @@ def train_world_generator(
             target, mask, features = world.render(z)
         pred = G(z, noise_mode="const")
         loss = _loss(pred, target, mask, features, cfg.face_weight, cfg.feature_weight, cfg.edge_weight)
+        if critic is not None:
+            loss = loss + cfg.critic_weight * critic.loss(pred, z)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

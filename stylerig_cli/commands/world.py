@@ -75,6 +75,25 @@ def build(
             help="Start a fresh run from this generator.safetensors (a warm start, e.g. the first stage's).",
         ),
     ] = None,
+    critic: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="An estimator.safetensors (trained on renders) whose reading of the generated images is "
+            "pulled towards their factors: an imitative loss. Use another network than the one that "
+            "measures the world.",
+        ),
+    ] = None,
+    critic_weight: Annotated[
+        float, typer.Option(min=0.0, help="Weight of the critic's mean squared factor error (z units).")
+    ] = 20.0,
+    critic_groups: Annotated[
+        str,
+        typer.Option(
+            metavar="G,G",
+            help="Factor groups the critic's loss covers: pose, expression, illumination, identity, ...",
+        ),
+    ] = "pose",
     threads: Annotated[int, typer.Option(min=1, help="CPU threads.")] = 2,
 ) -> None:
     """Train the world generator by regression onto the world's own renders (resumable; run it in parts).
@@ -102,6 +121,9 @@ def build(
         threads=threads,
         prior_version=prior_version,
         init=str(init) if init is not None else "",
+        critic=str(critic) if critic is not None else "",
+        critic_weight=critic_weight if critic is not None else 0.0,
+        critic_groups=critic_groups,
     )
     train_world_generator(out, steps, minutes=minutes, resume=resume, seed=seed, config=cfg)
     console.print(f"generator: {out / 'generator.safetensors'}\nlog: {out / 'log.jsonl'}")
