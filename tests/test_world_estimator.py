@@ -176,7 +176,7 @@ def test_training_recipe_tiny_resumes_and_is_seeded(tmp_path: Path) -> None:
     assert all(torch.equal(sb[k], sc[k]) for k in sb)  # same seed -> same network
     assert net_a.state_dict().keys() == sb.keys()
     loaded = load_estimator(tmp_path / "a" / "estimator.safetensors", cache=False)
-    assert loaded.config == EstimatorConfig(widths=(4, 8), reduce=4, hidden=8, input_size=32)
+    assert loaded.config == EstimatorConfig(widths=(4, 8), reduce=4, hidden=8, input_size=32, stem_stride=2)
     with pytest.raises(InputError):  # a resume must keep the network
         train_estimator(
             tmp_path / "a", 4, config=EstimatorTrainConfig(**{**cfg.__dict__, "hidden": 16}), log=False
@@ -236,7 +236,7 @@ def test_estimator_recipe_follows_the_chosen_prior_version() -> None:
     from stylerig.worlds.estimator_train import EstimatorTrainConfig, _loss_weights, _Renders
     from stylerig.worlds.prior import FACTOR_NAMES
 
-    v1, v2 = EstimatorTrainConfig(eval_seeds=2), EstimatorTrainConfig(eval_seeds=2, prior_version=2)
+    v1, v2 = EstimatorTrainConfig(eval_seeds=2, prior_version=1), EstimatorTrainConfig(eval_seeds=2)
     k = FACTOR_NAMES.index("light_strength")
     assert _loss_weights(v1)[k] > 0 and _loss_weights(v2)[k] == 0  # v2 fixes the key light's strength
     assert not torch.equal(_Renders(v1).x_eval, _Renders(v2).x_eval)

@@ -155,10 +155,10 @@ def test_prior_version_2_differs_from_1_only_in_the_expressions_and_the_key_ligh
     from stylerig.errors import InputError
     from stylerig.worlds.prior import PRIOR_VERSION
 
-    assert PRIOR_VERSION == 1  # the shipped world's
+    assert PRIOR_VERSION == 2  # the shipped world's
     z = sample_factors(range(256))
-    p1, s1 = factors_to_world(z)
-    p2, s2 = factors_to_world(z, version=2)
+    p1, s1 = factors_to_world(z, version=1)
+    p2, s2 = factors_to_world(z)
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
     changed = (p1 != p2).any(0)
     e = params.LAYOUT["expression"].start
@@ -181,7 +181,7 @@ def test_prior_version_2_differs_from_1_only_in_the_expressions_and_the_key_ligh
     z_moved = z.clone()
     z_moved[:, k] += 2.0
     assert torch.equal(factors_to_world(z_moved, version=2)[0], p2)
-    assert not torch.equal(factors_to_world(z_moved)[0], p1)
+    assert not torch.equal(factors_to_world(z_moved, version=1)[0], p1)
     with pytest.raises(InputError):
         factors_to_world(z, version=3)
 

@@ -103,9 +103,9 @@ class EstimatorTrainConfig:
     # L1 on the expression parameters p (each in sd of the prior) of the predicted factors, on top of the
     # factor L1: smile, blinks and jaw opening saturate (sigmoid / softplus of their factor), so a factor
     # error where the image no longer changes costs as much as a visible one; in p it costs nothing.
-    expression_param_weight: float = 0.0
-    input_size: int = 64
-    stem_stride: int = 1
+    expression_param_weight: float = 0.3
+    input_size: int = 128
+    stem_stride: int = 2
     widths: str = "16,24,48,96,128"
     reduce: int = 64
     hidden: int = 256
@@ -256,8 +256,10 @@ def _load_checkpoint(
 ) -> tuple[int, float]:
     tensors, meta = load_tensors(path, what="world estimator checkpoint", hint="delete it to start afresh")
     defaults = {f.name: f.default for f in fields(EstimatorTrainConfig)}
-    # Settings added later take their defaults, except the prior: checkpoints without it drew version 1.
-    saved = {**defaults, "prior_version": 1, **json.loads(meta["config"])}
+    # Settings added later take their defaults, except those whose default changed with prior version 2:
+    # a checkpoint without them was written with the first world's recipe.
+    first_recipe = {"prior_version": 1, "expression_param_weight": 0.0, "input_size": 64, "stem_stride": 1}
+    saved = {**defaults, **first_recipe, **json.loads(meta["config"])}
     if {k: v for k, v in saved.items() if k not in _FREE} != {
         k: v for k, v in asdict(cfg).items() if k not in _FREE
     }:

@@ -59,10 +59,9 @@ index  factor                maps to                                 value = f(z
 37     hair_length           how far the hair falls below the ears   s(1.5 (z - 0.3)) (0 = short .. 1 = long)
 =====  ====================  ======================================  ==========================================
 
-The table is version 1 of the prior, the shipped world's (:data:`PRIOR_VERSION`). Version 2
-(``factors_to_world(z, version=2)``, ``stylerig world build --prior-version 2``) is an experiment towards
-a world whose every factor an image shows (docs/world.md, "prior version 2"); no shipped generator is
-trained on it yet. It differs in two ways:
+The table is version 1 of the prior, the first world's. The shipped world (:data:`PRIOR_VERSION`) is
+version 2 (``factors_to_world(z, version=2)``): a world whose every factor an image shows (docs/world.md,
+"prior version 2"). It differs from the table in two ways:
 
 - smile ``3.2 s(3 (z - 0.2)) - 0.2``, eye_close ``0.8 z + 1.2 s(5 (z - 2.2))``, smile_asym ``0.8 z`` and
   mouth_stretch ``0.9 z`` sd: 1.5-3.2x larger. In version 1 one sd of the last three moves no landmark
@@ -149,9 +148,9 @@ FACTOR_NAMES: tuple[str, ...] = (
 )
 NUM_FACTORS: int = len(FACTOR_NAMES)
 
-#: The prior of the shipped world (its generator, estimator and truth): version 1, the table above.
-#: Version 2 (visible expressions, fixed key-light strength) is an experiment for builds (docs/world.md).
-PRIOR_VERSION: int = 1
+#: The prior of the shipped world (its generator, estimator and truth): version 2 (visible expressions,
+#: a fixed key-light strength; docs/world.md). Version 1, the table above, was the first world's.
+PRIOR_VERSION: int = 2
 _F = {name: i for i, name in enumerate(FACTOR_NAMES)}
 
 #: Fixed head placement (decimetres): the camera is fixed (:mod:`stylerig.render.camera`).
@@ -218,8 +217,8 @@ def factors_to_world(
 
     Args:
         z: float [B, NUM_FACTORS], each factor ~N(0, 1) (any finite value is valid).
-        version: the prior's version: 1 (:data:`PRIOR_VERSION`, the shipped world's) or 2 (the
-            experiment with larger expressions and a fixed key-light strength, see above).
+        version: the prior's version: 2 (:data:`PRIOR_VERSION`, the shipped world's: larger expressions
+            and a fixed key-light strength, see above) or 1 (the first world's, the table).
 
     Returns:
         ``(p, scene)``: p float [B, 257] (:mod:`stylerig.params`, rotation in radians) and a dict of

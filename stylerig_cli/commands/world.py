@@ -60,14 +60,15 @@ def build(
         ),
     ] = 0,
     prior_version: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--prior-version",
             min=1,
             max=2,
-            help="The world prior the targets come from (1: the shipped world's; 2: the visible-expression experiment).",
+            help="The world prior the targets come from (default: the shipped world's, 2; 1: the first "
+            "world's, whose small expressions no generator drew).",
         ),
-    ] = 1,
+    ] = None,
     init: Annotated[
         Path | None,
         typer.Option(
@@ -86,7 +87,7 @@ def build(
     ] = None,
     critic_weight: Annotated[
         float, typer.Option(min=0.0, help="Weight of the critic's mean squared factor error (z units).")
-    ] = 20.0,
+    ] = 1.0,
     critic_groups: Annotated[
         str,
         typer.Option(
@@ -104,6 +105,7 @@ def build(
     import torch
 
     from stylerig.errors import InputError
+    from stylerig.worlds.prior import PRIOR_VERSION
     from stylerig.worlds.train import TrainConfig, train_world_generator
 
     if minutes is None and steps is None:
@@ -119,7 +121,7 @@ def build(
         decay_factor=decay_factor,
         decay2_start=decay2_start,
         threads=threads,
-        prior_version=prior_version,
+        prior_version=PRIOR_VERSION if prior_version is None else prior_version,
         init=str(init) if init is not None else "",
         critic=str(critic) if critic is not None else "",
         critic_weight=critic_weight if critic is not None else 0.0,
