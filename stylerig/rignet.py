@@ -545,12 +545,25 @@ class RigLossConfig:
     rec_weight: float = 1.0
     edit_weight: float = 1.0
     consist_weight: float = 1.0
+    #: ``((group, weight), ...)``: per-group weights of the L_edit and L_consist terms of the edits of
+    #: that group (mode ``all``; groups of :mod:`stylerig.params`: rotation, expression, illumination;
+    #: unnamed groups weigh 1). The edits' render losses differ by orders of magnitude between groups (a
+    #: 20-degree turn moves every landmark, a smile two mouth corners), so one sum lets pose starve the
+    #: rest. Each term is ``Σ_g w_g mean_g / G``: all weights 1 is the plain mean.
+    group_weights: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("rec_weight", "edit_weight", "consist_weight"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
+        for g, v in self.group_weights:
+            if g not in params.LAYOUT:
+                raise InputError(
+                    f"group weight for unknown group {g!r}", hint="use rotation, expression or illumination"
+                )
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise InputError(f"the weight of group {g} must be a finite number >= 0, got {v!r}")
         if not (self.rec or self.edit or self.consist):
             raise InputError(
                 "every RigNet loss term is switched off", hint="keep at least one of rec/edit/consist"
@@ -661,8 +674,12 @@ def rig_losses(
             which.append("consist")
         losses = render_loss_fn(torch.cat(p_all), torch.cat(imgs), torch.cat(lms))  # one render call
         check_tensor(losses, "render_loss_fn output", [len(which) * G * n])
+        gw = dict(config.group_weights)
+        weights = torch.tensor(
+            [float(gw.get(g, 1.0)) for g in groups], dtype=losses.dtype, device=losses.device
+        )
         for j, name in enumerate(which):
-            term = losses[j * G * n : (j + 1) * G * n].mean()
+            term = (losses[j * G * n : (j + 1) * G * n].view(G, n).mean(1) * weights).mean()
             parts[name] = term.detach()
             total = total + getattr(config, f"{name}_weight") * term
     return RigLossOutput(total=total, parts=parts)

@@ -472,3 +472,31 @@ def test_split_decoders_sum_one_residual_per_group(hidden: int, tmp_path: Path) 
     torch.testing.assert_close(back(ws, p), base)
     with pytest.raises(InputError, match="several groups"):
         RigNet(S, D, "pose", split=True)
+
+
+def test_group_weights_weigh_each_groups_edits() -> None:
+    from stylerig.training.rignet import parse_group_weights
+
+    dfr = _LinearDFR()
+    batch = _pair_batch(dfr, n=3)
+    seen: list[torch.Tensor] = []
+
+    def render(p: torch.Tensor, images: torch.Tensor, lm: torch.Tensor) -> torch.Tensor:
+        out = _fake_render_loss(p, images, lm)
+        seen.append(out.detach())
+        return out
+
+    rig = RigNet(S, D, "all")
+    weights = parse_group_weights("pose=0, expression=2")
+    assert weights == (("rotation", 0.0), ("expression", 2.0))
+    out = rig_losses(rig, dfr, render, batch, RigLossConfig(consist=False, group_weights=weights))
+    per_group = seen[-1].view(3, 6).mean(1)  # rows: rotation, expression, illumination edits, 2B each
+    assert rig.groups == ("rotation", "expression", "illumination")
+    torch.testing.assert_close(out.parts["edit"], (per_group * torch.tensor([0.0, 2.0, 1.0])).mean())
+    plain = rig_losses(rig, dfr, render, batch, RigLossConfig(consist=False))
+    torch.testing.assert_close(plain.parts["edit"], seen[-1].mean())  # all weights 1: the plain mean
+    for bad in ("mood=2", "expression", "expression=-1", "expression=x"):
+        with pytest.raises(InputError):
+            parse_group_weights(bad)
+    with pytest.raises(InputError):
+        RigLossConfig(group_weights=(("mood", 1.0),))

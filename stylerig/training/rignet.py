@@ -60,6 +60,28 @@ __all__ = [
 ]
 
 
+def parse_group_weights(text: str) -> tuple[tuple[str, float], ...]:
+    """``"expression=10, illumination=3"`` -> ``(("expression", 10.0), ("illumination", 3.0))``;
+    ``pose`` names the rotation group. Raises InputError on a malformed entry."""
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        name = {"pose": "rotation"}.get(name.strip(), name.strip())
+        try:
+            weight = float(value) if sep else math.nan
+        except ValueError:
+            weight = math.nan
+        if not math.isfinite(weight) or weight < 0 or name not in params.LAYOUT:
+            raise InputError(
+                f"bad group weight {item!r}",
+                hint="write GROUP=WEIGHT pairs separated by commas, e.g. expression=10,illumination=3",
+            )
+        out.append((name, weight))
+    return tuple(out)
+
+
 @dataclass
 class RigConfig:
     """Settings of a RigNet run. ``batch`` counts pairs (each gives 2 directed edits, × 3 for ``all``)."""
@@ -78,6 +100,7 @@ class RigConfig:
     rec_weight: float = 1.0
     edit_weight: float = 1.0
     consist_weight: float = 1.0
+    group_weights: str = ""  # "expression=10,illumination=3": per-group L_edit / L_consist weights (mode all)
     land_weight: float = LAND_WEIGHT  # landmark weight inside L_render (as for DFR)
     steps: int = 600
     batch: int = 8
@@ -112,6 +135,7 @@ class RigConfig:
             rec_weight=self.rec_weight,
             edit_weight=self.edit_weight,
             consist_weight=self.consist_weight,
+            group_weights=parse_group_weights(self.group_weights),
         )
 
     def task_config(self) -> dict[str, Any]:

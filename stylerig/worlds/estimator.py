@@ -12,28 +12,25 @@ Independence (issue 4): the network is trained *only* on the world's own renders
 noise augmentation; :mod:`stylerig.worlds.estimator_train`) -- not on generator images, not on DFR,
 not on the generator's latents.
 
-Network (:class:`EstimatorNet`, :class:`EstimatorConfig`): the 128x128 image is area-downsampled to
-64x64, then a 3x3 stem and four stages of (3x3 stride-2 conv, 3x3 conv), each conv followed by batch
-norm and ReLU (64 -> 4 pixels), a 1x1 reduction, flatten (the layout keeps where things are), one hidden
-layer and a linear head to the 38 factors (~0.7 M parameters, ~31 M multiply-adds per image).
+Network (:class:`EstimatorNet`, :class:`EstimatorConfig`): a 3x3 stem (stride 2 on the full 128x128
+image in the shipped network; stride 1 on a 64x64 area-downsample in the first world's), then four
+stages of (3x3 stride-2 conv, 3x3 conv), each conv followed by batch norm and ReLU (64 -> 4 pixels), a
+1x1 reduction, flatten (the layout keeps where things are), one hidden layer and a linear head to the 38
+factors (~0.7 M parameters).
 
-The shipped weights (:data:`ESTIMATOR_FILE`, float16 in the file, float32 in memory) are loaded by
+The shipped weights (:data:`ESTIMATOR_FILE`, float16 in the file, float32 in memory; seed 2 of the
+recipe's defaults on prior version 2, not the critic that taught the generator) are loaded by
 :func:`load_estimator`; :func:`fast_estimate_factors` / :func:`fast_estimate_params` are what
 ``World.estimate`` calls by default. By default the factors of each image and of its mirror image are
 averaged (``mirror=True``); the refinement is off by default (10 steps cost ~0.1-0.2 s per image
 and gained little on generator images).
 
 Measured (shipped network, defaults incl. ``mirror``; held-out seeds 2 000 000 .. 2 000 063, never
-training data; 1 CPU thread of a shared, loaded machine): **~2 ms per image** (batched). World renders:
-median |error| yaw / pitch / roll 0.33 / 0.23 / 0.17 deg (90th percentile 0.73 / 0.62 / 0.45),
-expression RMSE 0.125, illumination RMSE 0.022. Generator images (a step-7800 snapshot of the
-feature-weighted build, 26.8 dB): 1.28 / 0.49 / 0.56 deg, expression 0.135, illumination 0.033; on the
-first 24 of them this network gives 1.53 / 0.48 / 0.40 deg, 0.131, 0.037 and the analysis-by-synthesis
-fit (``method="fit"``, ~1.6 s per image unloaded) 1.60 / 0.70 / 0.39 deg, 0.127, 0.035. The two
-estimators' per-image yaw errors on generator images correlate (r = 0.82 on the 15:42 generator): the
-generator draws a pose that is off by 1-2 deg, which neither can see past. Neither reads ``smile``
-(RMSE ~ its spread, 0.8 sd): its rendered effect is ~10x smaller than ``jaw_open``'s and that
-generator does not draw it.
+training data; ``stylerig world report``, 2 threads of a shared machine): ~7 ms per image (batched).
+World renders: median |error| yaw / pitch / roll 0.41 / 0.25 / 0.15 deg, expression RMSE 0.128,
+illumination RMSE 0.025. Generator images: 1.38 / 0.57 / 0.55 deg, expression 0.146 (true RMS 0.285),
+illumination 0.034. The yaw error on generator images is mostly the generator's (docs/world.md). It
+reads every expression factor but ``eye_close`` (correlation with the truth 0.15 on renders).
 
 Example:
     >>> from stylerig.worlds.estimator import fast_estimate_params  # doctest: +SKIP

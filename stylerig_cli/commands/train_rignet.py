@@ -52,6 +52,14 @@ def train_rignet(
     rec_weight: Annotated[float, typer.Option(min=0.0, metavar="W", help="Weight of L_rec.")] = 1.0,
     edit_weight: Annotated[float, typer.Option(min=0.0, metavar="W", help="Weight of L_edit.")] = 1.0,
     consist_weight: Annotated[float, typer.Option(min=0.0, metavar="W", help="Weight of L_consist.")] = 1.0,
+    group_weight: Annotated[
+        str,
+        typer.Option(
+            metavar="G=W,...",
+            help="Mode all: per-group weights of L_edit and L_consist, e.g. expression=10,illumination=3 "
+            "(a smile costs far less render loss than a turn of the head; unnamed groups weigh 1).",
+        ),
+    ] = "",
     arch: Annotated[
         str,
         typer.Option(
@@ -139,6 +147,7 @@ def train_rignet(
         rec_weight=rec_weight,
         edit_weight=edit_weight,
         consist_weight=consist_weight,
+        group_weights=group_weight,
         steps=steps,
         batch=batch,
         lr=lr,
@@ -156,6 +165,7 @@ def train_rignet(
         "rec_weight": rec_weight,
         "edit_weight": edit_weight,
         "consist_weight": consist_weight,
+        "group_weight": group_weight,
         "arch": arch,
         "tied": tied,
         "subspace": subspace,
