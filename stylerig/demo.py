@@ -43,8 +43,8 @@ _MIX_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 class DemoConfig:
     """Step counts and sizes of the demo.
 
-    The defaults took about 4.3 minutes end to end on the project's 2-core machine (sample 24 s,
-    fit-dfr 66 s, train-rignet 2.4 min, mix + analyze 2 s, evaluate 28 s; ``docs/demo.md``); on cores
+    The defaults took 8.7 minutes end to end on the project's quiet 2-core machine (sample 23 s,
+    fit-dfr 62 s, train-rignet 6.1 min, mix + analyze 2 s, evaluate 71 s; ``docs/demo.md``); on cores
     shared with other work, expect up to twice that.
     """
 
