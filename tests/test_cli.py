@@ -102,3 +102,20 @@ def test_corrupt_face_model_file(tmp_path, capsys):
     code, _, err = run(["render-demo", "--face-model", str(bad), "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "error:" in err and "Traceback" not in err
     assert not (tmp_path / "o" / "sweep.png").exists()
+
+
+def test_bad_critic_and_group_weights_exit_2_before_any_work(tmp_path, capsys):
+    out = tmp_path / "world"
+    code, stdout, err = run(
+        ["world", "build", "--out", str(out), "--steps", "1", "--critic", str(tmp_path / "none.safetensors")],
+        capsys,
+    )
+    assert code == 2 and "no such file" in err + stdout and "Traceback" not in err + stdout
+    assert not out.exists()  # nothing written
+    dfr = tmp_path / "dfr.safetensors"
+    dfr.write_bytes(b"")
+    rig = tmp_path / "rig"
+    argv = ["train-rignet", "--data", str(tmp_path), "--dfr", str(dfr), "--mode", "all", "--out", str(rig)]
+    code, stdout, err = run([*argv, "--group-weight", "mood=1"], capsys)
+    assert code == 2 and "bad group weight" in err + stdout and "Traceback" not in err + stdout
+    assert not rig.exists()

@@ -297,6 +297,8 @@ def train_world_generator(
     if steps is None and minutes is None:
         raise ValueError("give steps or minutes")
     cfg = config or TrainConfig()
+    # A bad critic fails before anything is written or rendered.
+    critic = _Critic(cfg.critic, cfg.critic_groups) if cfg.critic and cfg.critic_weight > 0 else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     G = build_generator(cfg, seed)
@@ -346,7 +348,6 @@ def train_world_generator(
 
     write_run_json(out, command="stylerig.worlds.train", arguments={**asdict(cfg), "seed": seed}, seed=seed)
     world = _World(cfg.eval_seeds, cfg.prior_version)
-    critic = _Critic(cfg.critic, cfg.critic_groups) if cfg.critic and cfg.critic_weight > 0 else None
     log_path = out / "log.jsonl"
     wall0 = time.perf_counter()
 
