@@ -558,12 +558,12 @@ class RigLossConfig:
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
         for g, v in self.group_weights:
-            if g not in params.LAYOUT:
+            if g not in params.LAYOUT or not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise InputError(
-                    f"group weight for unknown group {g!r}", hint="use rotation, expression or illumination"
+                    f"bad group weight {g}={v!r}: the group must be one of rotation, expression, "
+                    "illumination and the weight a finite number >= 0",
+                    hint="write GROUP=WEIGHT pairs separated by commas, e.g. expression=10,illumination=3",
                 )
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise InputError(f"the weight of group {g} must be a finite number >= 0, got {v!r}")
         if not (self.rec or self.edit or self.consist):
             raise InputError(
                 "every RigNet loss term is switched off", hint="keep at least one of rec/edit/consist"

@@ -62,24 +62,24 @@ __all__ = [
 
 def parse_group_weights(text: str) -> tuple[tuple[str, float], ...]:
     """``"expression=10, illumination=3"`` -> ``(("expression", 10.0), ("illumination", 3.0))``;
-    ``pose`` names the rotation group. Raises InputError on a malformed entry."""
+    ``pose`` names the rotation group. Raises InputError on a malformed entry (the names and values are
+    checked by :class:`~stylerig.rignet.RigLossConfig`)."""
     out = []
     for item in (t.strip() for t in text.split(",")):
         if not item:
             continue
         name, sep, value = item.partition("=")
-        name = {"pose": "rotation"}.get(name.strip(), name.strip())
         try:
             weight = float(value) if sep else math.nan
         except ValueError:
             weight = math.nan
-        if not math.isfinite(weight) or weight < 0 or name not in params.LAYOUT:
+        if math.isnan(weight):
             raise InputError(
                 f"bad group weight {item!r}",
                 hint="write GROUP=WEIGHT pairs separated by commas, e.g. expression=10,illumination=3",
             )
-        out.append((name, weight))
-    return tuple(out)
+        out.append(({"pose": "rotation"}.get(name.strip(), name.strip()), weight))
+    return RigLossConfig(group_weights=tuple(out)).group_weights
 
 
 @dataclass
