@@ -240,3 +240,28 @@ def test_estimator_recipe_follows_the_chosen_prior_version() -> None:
     k = FACTOR_NAMES.index("light_strength")
     assert _loss_weights(v1)[k] > 0 and _loss_weights(v2)[k] == 0  # v2 fixes the key light's strength
     assert not torch.equal(_Renders(v1).x_eval, _Renders(v2).x_eval)
+
+
+def test_factor_weights_scale_single_factors_and_reject_bad_entries(tmp_path: Path) -> None:
+    from stylerig.errors import InputError
+    from stylerig.worlds.estimator_train import EstimatorTrainConfig, _loss_weights, parse_factor_weights
+    from stylerig.worlds.prior import FACTOR_NAMES
+
+    assert parse_factor_weights("") == {}
+    assert parse_factor_weights(" eye_close=4, smile=0.5 ") == {"eye_close": 4.0, "smile": 0.5}
+    plain, eye = (
+        _loss_weights(EstimatorTrainConfig()),
+        _loss_weights(EstimatorTrainConfig(factor_weights="eye_close=4")),
+    )
+    k, j = FACTOR_NAMES.index("eye_close"), FACTOR_NAMES.index("smile")
+    # Relative weights: eye_close 4x its plain share against any other factor; the mean stays 1.
+    assert torch.isclose(eye[k] / eye[j], 4 * plain[k] / plain[j])
+    assert torch.isclose(eye.mean(), torch.tensor(1.0))
+    for bad in ("eye_closed=2", "eye_close", "eye_close=-1", "eye_close=nan", "eye_close=x"):
+        with pytest.raises(InputError, match="bad factor weight"):
+            parse_factor_weights(bad)
+    from stylerig.worlds.estimator_train import train_estimator
+
+    with pytest.raises(InputError, match="bad factor weight"):
+        train_estimator(tmp_path / "e", 1, config=EstimatorTrainConfig(factor_weights="mood=2"), log=False)
+    assert not (tmp_path / "e").exists()  # nothing written

@@ -272,6 +272,14 @@ def test_critic_loss_reads_only_its_groups_and_steers_training(tmp_path) -> None
     assert all(prm.grad is None for prm in critic.net.parameters())  # the critic stays frozen
     with pytest.raises(InputError, match="unknown"):
         _Critic(str(path), "pose,mood")
+    # Single factors too, without repeats; v2's inert light strength is never pulled (it cannot be shown).
+    light = _Critic(str(path), "illumination,light_elevation,yaw", version=2)
+    expect_names = [n for n in FACTOR_GROUPS["illumination"] if n != "light_strength"] + ["yaw"]
+    assert light.factors == tuple(expect_names)
+    assert light.index.tolist() == [FACTOR_NAMES.index(n) for n in expect_names]
+    assert "light_strength" in _Critic(str(path), "illumination", version=1).factors
+    with pytest.raises(InputError, match="ignores"):
+        _Critic(str(path), "light_strength", version=2)
     with pytest.raises(InputError, match="no such file"):
         _Critic(str(tmp_path / "none.safetensors"), "pose")
     # Wired into training: one step with the critic moves the weights differently from one without.

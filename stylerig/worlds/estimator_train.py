@@ -59,7 +59,14 @@ from stylerig.worlds.prior import (
 )
 from stylerig.worlds.scene import render_portrait
 
-__all__ = ["EVAL_SEEDS", "EstimatorTrainConfig", "augment", "evaluate_estimator", "train_estimator"]
+__all__ = [
+    "EVAL_SEEDS",
+    "EstimatorTrainConfig",
+    "augment",
+    "evaluate_estimator",
+    "parse_factor_weights",
+    "train_estimator",
+]
 
 #: Seeds of the training log's evaluation renders (``z_from_seeds``; training factors come from a torch
 #: RNG, never from integer seeds). Disjoint from the world report's 2 000 000+ and the generator's
@@ -102,6 +109,9 @@ class EstimatorTrainConfig:
     # factor L1: smile, blinks and jaw opening saturate (sigmoid / softplus of their factor), so a factor
     # error where the image no longer changes costs as much as a visible one; in p it costs nothing.
     expression_param_weight: float = 0.3
+    # Extra per-factor multipliers of the factor L1 on top of rotation / detail weights, "name=w,..."
+    # (e.g. "eye_close=4": the lids move a few pixels, and most seeds of the recipe learn to ignore them).
+    factor_weights: str = ""
     input_size: int = 128
     stem_stride: int = 2
     widths: str = "16,24,48,96,128"
@@ -132,9 +142,36 @@ def _loss_weights(cfg: EstimatorTrainConfig) -> torch.Tensor:
         w[FACTOR_NAMES.index(name)] = cfg.rotation_weight
     for name in _DETAIL:
         w[FACTOR_NAMES.index(name)] = cfg.detail_weight
+    for name, value in parse_factor_weights(cfg.factor_weights).items():
+        w[FACTOR_NAMES.index(name)] *= value
     if cfg.prior_version >= 2:  # the key light's strength is fixed: nothing in the image shows its factor
         w[FACTOR_NAMES.index("light_strength")] = 0.0
     return w / w.mean()
+
+
+def parse_factor_weights(text: str) -> dict[str, float]:
+    """``"eye_close=4,smile=2"`` -> {name: weight} of world factors; "" -> {}.
+
+    Raises:
+        InputError: an unknown factor, a malformed entry, or a weight that is not a finite number >= 0.
+    """
+    out: dict[str, float] = {}
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        try:
+            weight = float(value) if sep else float("nan")
+        except ValueError:
+            weight = float("nan")
+        if name not in FACTOR_NAMES or not math.isfinite(weight) or weight < 0:
+            raise InputError(
+                f"bad factor weight {item!r}",
+                hint=f"write name=weight with a weight >= 0 and a name of {', '.join(FACTOR_NAMES)}",
+            )
+        out[name] = weight
+    return out
 
 
 def _expression_scale(n: int = 20000, version: int = PRIOR_VERSION) -> torch.Tensor:
@@ -313,6 +350,7 @@ def train_estimator(
     cfg = config or EstimatorTrainConfig()
     if cfg.batch < 1 or cfg.renders_per_step < 1 or cfg.buffer < cfg.renders_per_step:
         raise InputError("need batch >= 1 and buffer >= renders_per_step >= 1")
+    parse_factor_weights(cfg.factor_weights)  # a bad entry fails before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng():

@@ -102,6 +102,7 @@ __all__ = [
     "TRANSLATION_Y",
     "TRANSLATION_Z",
     "factors_to_world",
+    "inert_factors",
     "sample_factors",
 ]
 
@@ -311,6 +312,13 @@ def factors_to_world(
         "hair_length": sig(1.5 * (f["hair_length"] - 0.3))[:, None],
     }
     return p, scene
+
+
+def inert_factors(version: int = PRIOR_VERSION) -> tuple[str, ...]:
+    """Names of the factors prior ``version`` ignores (no image shows them): ``light_strength`` in 2."""
+    if version not in (1, 2):
+        raise InputError(f"unknown prior version {version}", hint="use 1 or 2")
+    return () if version == 1 else ("light_strength",)
 
 
 #: Which world factors (:data:`~stylerig.worlds.prior.FACTOR_NAMES`) make each parameter group.

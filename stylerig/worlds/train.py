@@ -10,7 +10,8 @@ feature_weight * feature map``, see :func:`feature_map`), Adam.
 Optional **critic** (an imitative loss, as DiscoFaceGAN trains its generator with a face-reconstruction
 network): a frozen world estimator (:class:`~stylerig.worlds.estimator.EstimatorNet` file, trained only
 on renders) reads the generated images, and ``critic_weight * mean((critic(G(z)) - z)^2)`` over the
-factors of ``critic_groups`` (names of :data:`~stylerig.worlds.prior.FACTOR_GROUPS`) pulls what the
+factors of ``critic_groups`` (names of :data:`~stylerig.worlds.prior.FACTOR_GROUPS` or single factors;
+factors the prior version ignores are left out) pulls what the
 generator *shows* towards its factors. Pixel losses give a 1-degree pose error or a 2-pixel mouth corner
 almost no weight; the critic weighs them in the units of the factor. The critic must not be the network
 that later measures the world (``world.estimate``): a generator taught by one estimator is measured by
@@ -49,6 +50,7 @@ from stylerig.worlds.prior import (
     NUM_FACTORS,
     PRIOR_VERSION,
     factors_to_world,
+    inert_factors,
     sample_factors,
 )
 from stylerig.worlds.scene import render_portrait
@@ -95,7 +97,7 @@ class TrainConfig:
     init: str = ""  # a generator.safetensors whose weights start a fresh run (a warm start); "" = random
     critic: str = ""  # an estimator file whose reading of G(z) is pulled towards z ("" = no critic)
     critic_weight: float = 0.0  # weight of the critic's mean squared factor error
-    critic_groups: str = "pose"  # comma-separated FACTOR_GROUPS names the critic's loss covers
+    critic_groups: str = "pose"  # comma-separated FACTOR_GROUPS names or factor names the critic covers
 
     def generator_kwargs(self) -> dict[str, Any]:
         return {
@@ -205,22 +207,40 @@ def _loss(
 
 
 class _Critic:
-    """A frozen estimator network reading generated images; see the module docstring ("critic")."""
+    """A frozen estimator network reading generated images; see the module docstring ("critic").
 
-    def __init__(self, path: str, groups: str) -> None:
+    ``groups``: comma-separated names, each a :data:`FACTOR_GROUPS` group (all its factors) or a single
+    factor of :data:`FACTOR_NAMES` (e.g. ``pose,expression,light_azimuth,light_elevation``). Factors the
+    prior ``version`` ignores (:func:`~stylerig.worlds.prior.inert_factors`) are left out: an image cannot
+    show them, so pulling the critic's reading of them towards z could only teach an adversarial pattern.
+    """
+
+    def __init__(self, path: str, groups: str, version: int = PRIOR_VERSION) -> None:
         from stylerig.worlds.estimator import load_estimator
 
         names = [g.strip() for g in groups.split(",") if g.strip()]
-        unknown = [g for g in names if g not in FACTOR_GROUPS]
+        unknown = [g for g in names if g not in FACTOR_GROUPS and g not in FACTOR_NAMES]
         if not names or unknown:
             raise InputError(
                 f"critic groups {groups!r}: unknown {unknown or 'none given'}",
-                hint=f"name some of {', '.join(FACTOR_GROUPS)}, separated by commas",
+                hint=f"name groups ({', '.join(FACTOR_GROUPS)}) or single factors, separated by commas",
             )
         if not Path(path).is_file():
             raise InputError(f"--critic {path}: no such file", hint="pass an estimator.safetensors")
+        inert = set(inert_factors(version))
+        factors: list[str] = []
+        for g in names:
+            for f in FACTOR_GROUPS.get(g, (g,)):
+                if f not in factors and f not in inert:
+                    factors.append(f)
+        if not factors:
+            raise InputError(
+                f"critic groups {groups!r} name only factors prior version {version} ignores",
+                hint="name factors an image shows",
+            )
+        self.factors = tuple(factors)
         self.net = load_estimator(path, cache=False)  # eval mode, frozen
-        self.index = torch.tensor([FACTOR_NAMES.index(f) for g in names for f in FACTOR_GROUPS[g]])
+        self.index = torch.tensor([FACTOR_NAMES.index(f) for f in factors])
 
     def loss(self, pred: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Mean squared error (z units) between the critic's factors of images ``pred`` [B,3,H,W] and
@@ -298,7 +318,11 @@ def train_world_generator(
         raise ValueError("give steps or minutes")
     cfg = config or TrainConfig()
     # A bad critic fails before anything is written or rendered.
-    critic = _Critic(cfg.critic, cfg.critic_groups) if cfg.critic and cfg.critic_weight > 0 else None
+    critic = (
+        _Critic(cfg.critic, cfg.critic_groups, cfg.prior_version)
+        if cfg.critic and cfg.critic_weight > 0
+        else None
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     G = build_generator(cfg, seed)

@@ -92,7 +92,8 @@ def build(
         str,
         typer.Option(
             metavar="G,G",
-            help="Factor groups the critic's loss covers: pose, expression, illumination, identity, ...",
+            help="What the critic's loss covers: factor groups (pose, expression, illumination, identity, ...) "
+            "or single factors (light_elevation, ...); factors the prior ignores are left out.",
         ),
     ] = "pose",
     threads: Annotated[int, typer.Option(min=1, help="CPU threads.")] = 2,
