@@ -119,3 +119,20 @@ def test_bad_critic_and_group_weights_exit_2_before_any_work(tmp_path, capsys):
     code, stdout, err = run([*argv, "--group-weight", "mood=1"], capsys)
     assert code == 2 and "bad group weight" in err + stdout and "Traceback" not in err + stdout
     assert not rig.exists()
+
+
+def test_demo_help_states_the_real_defaults(capsys, monkeypatch):
+    from stylerig.demo import DemoConfig
+
+    monkeypatch.setenv("COLUMNS", "200")  # one help line per option
+    code, out, _ = run(["demo", "--help"], capsys)
+    cfg = DemoConfig()
+    assert code == 0
+    for text in (
+        f"Sample set size (default {cfg.n_samples})",
+        f"DFR steps (default {cfg.dfr_steps})",
+        f"RigNet steps (default {cfg.rig_steps})",
+        f"RigNet pairs per step (default {cfg.rig_batch})",
+        f"Held-out pairs per edit (default {cfg.eval_pairs})",
+    ):
+        assert text in out, text

@@ -78,7 +78,7 @@ def demo(
         int | None, typer.Option(min=1, metavar="N", help="DFR steps (default 2000).")
     ] = None,
     rig_steps: Annotated[
-        int | None, typer.Option(min=1, metavar="N", help="RigNet steps (default 800).")
+        int | None, typer.Option(min=1, metavar="N", help="RigNet steps (default 2400).")
     ] = None,
     rig_batch: Annotated[
         int | None, typer.Option(min=1, metavar="B", help="RigNet pairs per step (default 4).")
@@ -91,7 +91,7 @@ def demo(
         int | None, typer.Option(min=1, metavar="T", help="CPU threads (default: torch's choice).")
     ] = None,
 ) -> None:
-    """The whole mission on the built-in world, about 7 minutes on 2 CPU cores: sample a set, fit DFR,
+    """The whole mission on the built-in world, about 9 minutes on 2 CPU cores: sample a set, fit DFR,
     train one rig for pose, expression and light, draw the mixing figures and Figures 4 / 6, and measure
     the edits with the world's independent estimator. Run it again to resume: finished stages are skipped."""
     import dataclasses
