@@ -8,7 +8,9 @@
 #   1. critic estimator, seed 0 (renders only)                        ~11 min
 #   2. generator, 8,000 steps of pixel regression onto the renders     ~60-80 min
 #   3. generator, 2,000 more steps with the critic's imitative loss   ~17-20 min
-#   4. the world's own estimator, seed 2 (renders only; not the critic) ~11 min
+#      on pose and expression
+#   4. generator, 2,000 more steps with the critic on the light too   ~24 min
+#   5. the world's own estimator, seed 2 (renders only; not the critic) ~11 min
 # Then copy OUT_DIR/generator/generator.safetensors and OUT_DIR/estimator/estimator.safetensors over
 # stylerig/worlds/assets/world-generator.safetensors and world-estimator.safetensors.
 set -euo pipefail
@@ -20,6 +22,9 @@ estimator=(python -m stylerig.worlds.estimator_train --steps 6000 --schedule-ste
 stylerig world build --out "$out/generator" --steps 8000 --decay-start 7000 --threads "$threads"
 stylerig world build --out "$out/generator" --steps 10000 --decay-start 7000 --threads "$threads" \
     --critic "$out/critic/estimator.safetensors" --critic-groups pose,expression --critic-weight 1
+stylerig world build --out "$out/generator" --steps 12000 --decay-start 7000 --threads "$threads" \
+    --critic "$out/critic/estimator.safetensors" --critic-weight 1 \
+    --critic-groups pose,expression,light_azimuth,light_elevation,light_warmth
 "${estimator[@]}" --out "$out/estimator" --seed 2
 echo "generator: $out/generator/generator.safetensors"
 echo "estimator: $out/estimator/estimator.safetensors"

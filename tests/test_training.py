@@ -17,7 +17,7 @@ import torch
 from _dfr_data import write_tiny_set
 
 from stylerig.errors import AssetError, InputError
-from stylerig.tensorfile import load_tensors
+from stylerig.tensorfile import load_tensors, save_tensors
 from stylerig.training import Trainer, TrainerConfig, batch_rows, lr_factor
 from stylerig.training.dfr import DFRConfig, fit_dfr
 
@@ -55,6 +55,38 @@ def test_lr_schedule() -> None:
     factors = [lr_factor(s, cfg) for s in range(10, 100)]
     assert all(a >= b for a, b in zip(factors, factors[1:], strict=False))
     assert lr_factor(50, TrainerConfig(steps=100, batch=1, lr=1.0, schedule="constant")) == 1.0
+
+
+def test_second_warmup_ramps_the_schedule_from_its_step() -> None:
+    plain = TrainerConfig(steps=100, batch=1, lr=1.0, warmup=10, min_lr_ratio=0.1)
+    re = TrainerConfig(steps=100, batch=1, lr=1.0, warmup=10, min_lr_ratio=0.1, rewarm_at=40, rewarm=10)
+    for step in range(100):  # brute force: the plain schedule times a ramp over steps 40..49
+        ramp = (step - 39) / 10 if 40 <= step < 50 else 1.0
+        assert lr_factor(step, re) == pytest.approx(ramp * lr_factor(step, plain))
+    assert lr_factor(40, re) == pytest.approx(0.1 * lr_factor(40, plain))
+    with pytest.raises(InputError, match="rewarm"):
+        TrainerConfig(steps=10, batch=1, lr=1.0, rewarm=-1).check()
+    cfg = DFRConfig()
+    assert (cfg.trainer_config().rewarm_at, cfg.trainer_config().rewarm) == (
+        cfg.landmark_steps,
+        cfg.photo_ramp,
+    )
+    off = DFRConfig(photo_rewarm=False).trainer_config()
+    assert (off.rewarm_at, off.rewarm) == (0, 0)
+
+
+def test_checkpoint_from_before_rewarm_still_resumes(tmp_path: Path) -> None:
+    toy_trainer(tmp_path, steps=4).fit()
+    path = tmp_path / "checkpoint.safetensors"
+    tensors, meta = load_tensors(path, what="x", hint="y")
+    config = json.loads(meta["config"])
+    for key in ("rewarm_at", "rewarm"):  # an older checkpoint has neither
+        del config["trainer"][key]
+    save_tensors(path, tensors, {**meta, "config": json.dumps(config)})
+    res = toy_trainer(tmp_path, steps=6).fit()
+    assert res.resumed_from == 4 and res.step == 6
+    with pytest.raises(InputError, match="other settings"):  # but a run that now re-warms is another run
+        toy_trainer(tmp_path, steps=8, rewarm_at=5, rewarm=2).fit()
 
 
 def test_batch_rows_is_a_pure_function_covering_each_epoch() -> None:

@@ -113,6 +113,12 @@ class TrainerConfig:
     lr: float  # peak learning rate
     seed: int = 0  # data order and the task's RNG
     warmup: int = 0  # steps of linear learning-rate warm-up from 0
+    # A second linear warm-up of ``rewarm`` steps from step ``rewarm_at`` on (0 = none): Adam's step does
+    # not scale with a loss weight, so a loss term switched on late (DFR's photometric term) moves the
+    # parameters only it reaches by several learning rates per step at first; ramping its weight does not
+    # help, ramping the learning rate does.
+    rewarm_at: int = 0
+    rewarm: int = 0
     schedule: str = "cosine"  # "constant" | "cosine" (decay to min_lr_ratio * lr at the last step)
     min_lr_ratio: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
@@ -133,6 +139,8 @@ class TrainerConfig:
             raise InputError(f"the learning rate must be a positive number, got {self.lr}")
         if self.schedule not in ("constant", "cosine"):
             raise InputError(f"unknown schedule {self.schedule!r}", hint="use constant or cosine")
+        if self.rewarm < 0 or self.rewarm_at < 0:
+            raise InputError(f"rewarm and rewarm_at must be >= 0 (got {self.rewarm}, {self.rewarm_at})")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -141,14 +149,18 @@ class TrainerConfig:
 
 
 def lr_factor(step: int, cfg: TrainerConfig) -> float:
-    """Learning-rate multiplier of step ``step`` (0-based): warm-up, then constant or cosine decay."""
+    """Learning-rate multiplier of step ``step`` (0-based): warm-up, then constant or cosine decay; times
+    the second warm-up (``rewarm_at``, ``rewarm``) where it runs."""
+    second = 1.0
+    if cfg.rewarm > 0 and cfg.rewarm_at <= step < cfg.rewarm_at + cfg.rewarm:
+        second = (step - cfg.rewarm_at + 1) / cfg.rewarm
     if cfg.warmup > 0 and step < cfg.warmup:
-        return (step + 1) / cfg.warmup
+        return second * (step + 1) / cfg.warmup
     if cfg.schedule == "constant":
-        return 1.0
+        return second
     span = max(cfg.steps - cfg.warmup - 1, 1)
     t = min(max(step - cfg.warmup, 0) / span, 1.0)
-    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+    return second * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
 def batch_rows(train_rows: np.ndarray, step: int, batch: int, seed: int) -> np.ndarray:
@@ -322,8 +334,10 @@ class Trainer:
     def _check_resumable(self, saved: Mapping[str, Any]) -> None:
         now = self._stored_config()
         diffs = []
+        # Settings added later read as their defaults in older checkpoints (rewarm_at, rewarm: 0 = off).
+        added = {"trainer": {"rewarm_at": 0, "rewarm": 0}, "task": {}}
         for part, free in (("trainer", TrainerConfig.FREE), ("task", self.free_keys)):
-            a = {k: v for k, v in dict(saved.get(part, {})).items() if k not in free}
+            a = {k: v for k, v in (added[part] | dict(saved.get(part, {}))).items() if k not in free}
             b = {k: v for k, v in json.loads(json.dumps(now[part], default=str)).items() if k not in free}
             diffs += [
                 f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)

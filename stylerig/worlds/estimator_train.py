@@ -111,6 +111,7 @@ class EstimatorTrainConfig:
     expression_param_weight: float = 0.3
     # Extra per-factor multipliers of the factor L1 on top of rotation / detail weights, "name=w,..."
     # (e.g. "eye_close=4": the lids move a few pixels, and most seeds of the recipe learn to ignore them).
+    # A loss weight: it may change between the parts of a resumed run (a curriculum).
     factor_weights: str = ""
     input_size: int = 128
     stem_stride: int = 2
@@ -283,7 +284,7 @@ def _save_checkpoint(
 
 
 #: Settings that may change between resumed parts (the rest fix the network and the data stream).
-_FREE = {"threads", "eval_every", "checkpoint_every", "eval_seeds", "lr", "schedule_steps"}
+_FREE = {"threads", "eval_every", "checkpoint_every", "eval_seeds", "lr", "schedule_steps", "factor_weights"}
 
 
 def _load_checkpoint(
