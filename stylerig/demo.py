@@ -209,7 +209,10 @@ def run_demo(
         dc = dataclasses.replace(DFRConfig(), steps=cfg.dfr_steps, batch=cfg.dfr_batch, seed=cfg.seed)
         if cfg.dfr_steps < dc.landmark_steps * 1.5:  # keep the DFR recipe's shape at fewer steps
             dc = dataclasses.replace(
-                dc, landmark_steps=int(cfg.dfr_steps * 0.6), warmup=min(dc.warmup, cfg.dfr_steps)
+                dc,
+                landmark_steps=int(cfg.dfr_steps * 0.6),
+                warmup=min(dc.warmup, cfg.dfr_steps),
+                photo_ramp=max(1, min(dc.photo_ramp, cfg.dfr_steps // 20)),
             )
         r = fit_dfr(
             d_samples,

@@ -22,6 +22,7 @@ from stylerig_cli.app import main
 
 def tiny_config(**kw) -> DFRConfig:
     base = dict(steps=6, batch=4, lr=1e-3, warmup=0, hidden=(16, 16), landmark_steps=3, photo_rows=2)
+    base.update(photo_ramp=2)  # the recipe's 100-step ramp (and lr re-warm) scaled like landmark_steps
     base.update(val_every=3, val_rows_quick=4, log_every=1, checkpoint_every=2, grid_rows=2)
     base.update(kw)
     return DFRConfig(**base)

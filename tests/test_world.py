@@ -159,7 +159,7 @@ def test_a_build_on_another_prior_version_is_refused(tmp_path: Path, tiny_world:
     from stylerig.gan import save_generator
 
     # A build's run.json without the key predates the setting: version 1, the first world's.
-    for version, ok in ((None, False), (1, False), (2, True)):
+    for version, ok in ((None, False), (1, False), (2, False), (3, True)):
         d = tmp_path / f"v{version}"
         d.mkdir()
         save_generator(tiny_world.generator, d / "generator.safetensors")
@@ -168,6 +168,6 @@ def test_a_build_on_another_prior_version_is_refused(tmp_path: Path, tiny_world:
         if ok:
             assert load_world(d / "generator.safetensors").generator.z_dim == NUM_FACTORS
         else:
-            with pytest.raises(AssetError, match="prior version 1") as e:
+            with pytest.raises(AssetError, match=f"prior version {version or 1}") as e:
                 load_world(d / "generator.safetensors")
             assert "--init" in (e.value.hint or "")

@@ -236,9 +236,12 @@ def test_estimator_recipe_follows_the_chosen_prior_version() -> None:
     from stylerig.worlds.estimator_train import EstimatorTrainConfig, _loss_weights, _Renders
     from stylerig.worlds.prior import FACTOR_NAMES
 
-    v1, v2 = EstimatorTrainConfig(eval_seeds=2, prior_version=1), EstimatorTrainConfig(eval_seeds=2)
-    k = FACTOR_NAMES.index("light_strength")
+    v1 = EstimatorTrainConfig(eval_seeds=2, prior_version=1)
+    v2 = EstimatorTrainConfig(eval_seeds=2, prior_version=2)
+    v3 = EstimatorTrainConfig(eval_seeds=2)  # the shipped prior
+    k, a = FACTOR_NAMES.index("light_strength"), FACTOR_NAMES.index("ambient")
     assert _loss_weights(v1)[k] > 0 and _loss_weights(v2)[k] == 0  # v2 fixes the key light's strength
+    assert _loss_weights(v2)[a] > 0 and _loss_weights(v3)[a] == 0  # v3 the ambient light too
     assert not torch.equal(_Renders(v1).x_eval, _Renders(v2).x_eval)
 
 

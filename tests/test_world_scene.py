@@ -155,10 +155,10 @@ def test_prior_version_2_differs_from_1_only_in_the_expressions_and_the_key_ligh
     from stylerig.errors import InputError
     from stylerig.worlds.prior import PRIOR_VERSION
 
-    assert PRIOR_VERSION == 2  # the shipped world's
+    assert PRIOR_VERSION == 3  # the shipped world's (version 2 + fixed ambient light, the next test)
     z = sample_factors(range(256))
     p1, s1 = factors_to_world(z, version=1)
-    p2, s2 = factors_to_world(z)
+    p2, s2 = factors_to_world(z, version=2)
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
     changed = (p1 != p2).any(0)
     e = params.LAYOUT["expression"].start
@@ -183,7 +183,36 @@ def test_prior_version_2_differs_from_1_only_in_the_expressions_and_the_key_ligh
     assert torch.equal(factors_to_world(z_moved, version=2)[0], p2)
     assert not torch.equal(factors_to_world(z_moved, version=1)[0], p1)
     with pytest.raises(InputError):
-        factors_to_world(z, version=3)
+        factors_to_world(z, version=4)
+
+
+def test_prior_version_3_is_version_2_with_the_ambient_light_fixed() -> None:
+    from stylerig.worlds.prior import inert_factors
+
+    z = sample_factors(range(256))
+    p2, s2 = factors_to_world(z, version=2)
+    p3, s3 = factors_to_world(z, version=3)
+    assert all(torch.equal(s2[k], s3[k]) for k in s2)
+    ill = params.LAYOUT["illumination"]
+    changed = (p2 != p3).any(0)
+    constant_band = [ill.start + 9 * c for c in range(3)]  # SH coefficient 0 of each colour
+    assert changed[constant_band].all() and int(changed.sum()) == 3
+    # Brute force: the constant band is the tint times the ambient default, minus the default.
+    from stylerig.render.shading import AMBIENT
+
+    warmth = 0.08 * torch.tanh(z[:, FACTOR_NAMES.index("light_warmth")])
+    tint = torch.stack([1 + warmth, torch.ones_like(warmth), 1 - warmth], -1)
+    assert torch.allclose(p3[:, constant_band], (tint - 1) * AMBIENT, atol=1e-6)
+    # The ambient factor (and v2's light strength) change nothing in version 3.
+    for name in ("ambient", "light_strength"):
+        z_moved = z.clone()
+        z_moved[:, FACTOR_NAMES.index(name)] += 2.0
+        assert torch.equal(factors_to_world(z_moved, version=3)[0], p3), name
+    z_moved = z.clone()
+    z_moved[:, FACTOR_NAMES.index("ambient")] += 2.0
+    assert not torch.equal(factors_to_world(z_moved, version=2)[0], p2)
+    assert inert_factors(1) == () and inert_factors(2) == ("light_strength",)
+    assert inert_factors(3) == ("light_strength", "ambient")
 
 
 def test_training_warm_starts_from_a_generator_and_draws_from_the_chosen_prior(tmp_path) -> None:
@@ -274,6 +303,7 @@ def test_critic_loss_reads_only_its_groups_and_steers_training(tmp_path) -> None
         _Critic(str(path), "pose,mood")
     # Single factors too, without repeats; v2's inert light strength is never pulled (it cannot be shown).
     light = _Critic(str(path), "illumination,light_elevation,yaw", version=2)
+    assert "ambient" not in _Critic(str(path), "illumination", version=3).factors
     expect_names = [n for n in FACTOR_GROUPS["illumination"] if n != "light_strength"] + ["yaw"]
     assert light.factors == tuple(expect_names)
     assert light.index.tolist() == [FACTOR_NAMES.index(n) for n in expect_names]

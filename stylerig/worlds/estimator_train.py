@@ -55,6 +55,7 @@ from stylerig.worlds.prior import (
     NUM_FACTORS,
     PRIOR_VERSION,
     factors_to_world,
+    inert_factors,
     sample_factors,
 )
 from stylerig.worlds.scene import render_portrait
@@ -145,8 +146,8 @@ def _loss_weights(cfg: EstimatorTrainConfig) -> torch.Tensor:
         w[FACTOR_NAMES.index(name)] = cfg.detail_weight
     for name, value in parse_factor_weights(cfg.factor_weights).items():
         w[FACTOR_NAMES.index(name)] *= value
-    if cfg.prior_version >= 2:  # the key light's strength is fixed: nothing in the image shows its factor
-        w[FACTOR_NAMES.index("light_strength")] = 0.0
+    for name in inert_factors(cfg.prior_version):  # fixed by the prior: nothing in the image shows them
+        w[FACTOR_NAMES.index(name)] = 0.0
     return w / w.mean()
 
 

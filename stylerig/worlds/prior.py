@@ -70,6 +70,11 @@ version 2 (``factors_to_world(z, version=2)``): a world whose every factor an im
 - the key light's strength is fixed at 0.45 (factor 24 is inert, so that z stays 38-d): with strength,
   ambient light and skin albedo all free, an image shows only their products.
 
+Version 3 (the shipped world since 2026-11-26) is version 2 with the ambient change fixed at 0 as well
+(factor 25 inert): only the face is lit by the SH light, so an image shows ambient light x skin albedo,
+and no estimator read the ambient factor better than 0.42 on renders or 0.17 on generator images
+(docs/world.md, "prior version 3"). The constant SH band then varies only with the light's warmth.
+
 Fixed (not factors): translation ``(0, TRANSLATION_Y, TRANSLATION_Z)`` = (0, -0.04, -3.5) dm so the head
 (crown to chin about 2.2 dm) fits the fixed camera's 128x128 view with a margin above it and room for
 the shoulders below; all other p components are 0.
@@ -98,6 +103,7 @@ __all__ = [
     "FACTOR_NAMES",
     "NUM_FACTORS",
     "PRIOR_VERSION",
+    "PRIOR_VERSIONS",
     "SCENE_KEYS",
     "TRANSLATION_Y",
     "TRANSLATION_Z",
@@ -149,9 +155,11 @@ FACTOR_NAMES: tuple[str, ...] = (
 )
 NUM_FACTORS: int = len(FACTOR_NAMES)
 
-#: The prior of the shipped world (its generator, estimator and truth): version 2 (visible expressions,
-#: a fixed key-light strength; docs/world.md). Version 1, the table above, was the first world's.
-PRIOR_VERSION: int = 2
+#: The prior of the shipped world (its generator, estimator and truth): version 3 (visible expressions,
+#: fixed key-light strength and ambient light; docs/world.md). Version 1, the table above, was the first
+#: world's; version 2 the second's (ambient light free).
+PRIOR_VERSION: int = 3
+PRIOR_VERSIONS: tuple[int, ...] = (1, 2, 3)
 _F = {name: i for i, name in enumerate(FACTOR_NAMES)}
 
 #: Fixed head placement (decimetres): the camera is fixed (:mod:`stylerig.render.camera`).
@@ -218,8 +226,9 @@ def factors_to_world(
 
     Args:
         z: float [B, NUM_FACTORS], each factor ~N(0, 1) (any finite value is valid).
-        version: the prior's version: 2 (:data:`PRIOR_VERSION`, the shipped world's: larger expressions
-            and a fixed key-light strength, see above) or 1 (the first world's, the table).
+        version: the prior's version: 3 (:data:`PRIOR_VERSION`, the shipped world's: larger expressions,
+            a fixed key-light strength and ambient light, see above), 2 (ambient light free) or 1 (the
+            first world's, the table).
 
     Returns:
         ``(p, scene)``: p float [B, 257] (:mod:`stylerig.params`, rotation in radians) and a dict of
@@ -229,8 +238,8 @@ def factors_to_world(
         raise InputError(f"factors must have shape [B, {NUM_FACTORS}], got {list(z.shape)}")
     if not torch.isfinite(z).all():
         raise InputError("factors must be finite")
-    if version not in (1, 2):
-        raise InputError(f"unknown prior version {version}", hint="use 1 or 2")
+    if version not in PRIOR_VERSIONS:
+        raise InputError(f"unknown prior version {version}", hint="use 1, 2 or 3")
     B = z.shape[0]
     f = {name: z[:, i] for name, i in _F.items()}
     deg = math.pi / 180.0
@@ -271,7 +280,7 @@ def factors_to_world(
         (20.0 + 15.0 * tanh(0.6 * f["light_elevation"])) * deg,
         0.45 + 0.2 * tanh(0.7 * f["light_strength"]) if version == 1 else torch.full_like(f["yaw"], 0.45),
     )
-    key[:, 0] = 0.15 * tanh(0.7 * f["ambient"])
+    key[:, 0] = 0.15 * tanh(0.7 * f["ambient"]) if version < 3 else 0.0
     warmth = 0.08 * tanh(f["light_warmth"])
     tint = torch.stack([1.0 + warmth, torch.ones_like(warmth), 1.0 - warmth], -1)  # [B, 3]
     # Channel-major 3 x 9; the tint scales each channel's whole light (ambient default included).
@@ -315,10 +324,11 @@ def factors_to_world(
 
 
 def inert_factors(version: int = PRIOR_VERSION) -> tuple[str, ...]:
-    """Names of the factors prior ``version`` ignores (no image shows them): ``light_strength`` in 2."""
-    if version not in (1, 2):
-        raise InputError(f"unknown prior version {version}", hint="use 1 or 2")
-    return () if version == 1 else ("light_strength",)
+    """Names of the factors prior ``version`` ignores (no image shows them): ``light_strength`` from
+    version 2 on, ``ambient`` from version 3 on."""
+    if version not in PRIOR_VERSIONS:
+        raise InputError(f"unknown prior version {version}", hint="use 1, 2 or 3")
+    return () if version == 1 else ("light_strength",) if version == 2 else ("light_strength", "ambient")
 
 
 #: Which world factors (:data:`~stylerig.worlds.prior.FACTOR_NAMES`) make each parameter group.

@@ -64,9 +64,9 @@ def build(
         typer.Option(
             "--prior-version",
             min=1,
-            max=2,
-            help="The world prior the targets come from (default: the shipped world's, 2; 1: the first "
-            "world's, whose small expressions no generator drew).",
+            max=3,
+            help="The world prior the targets come from (default: the shipped world's, 3; 2: ambient light "
+            "free; 1: the first world's, whose small expressions no generator drew).",
         ),
     ] = None,
     init: Annotated[
