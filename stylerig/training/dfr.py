@@ -118,7 +118,7 @@ class DFRConfig:
     photo_rows: int = 8  # rows of each batch that are rendered for the photometric term (0 = all)
     photo_ramp: int = 100  # steps over which the photometric weight rises from 0 to 1 (0 = at once)
     # ... and the learning rate too (TrainerConfig.rewarm): Adam ignores the weight's ramp, and without
-    # this a DFR on the session-6 world diverged at the onset into a mirrored light (illumination RMSE 0.74).
+    # this a DFR on the 2026-11-26 world diverged at the onset into a mirrored light (illumination RMSE 0.74).
     photo_rewarm: bool = True
     photo_geometry: bool = False  # let the photometric term move shape, expression and pose too
     grad_clip: float = 0.0  # max gradient norm (0 = no clipping)

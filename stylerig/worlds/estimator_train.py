@@ -24,10 +24,11 @@ Resumable: a run continues from ``out_dir/checkpoint.safetensors`` (``--minutes`
 time over all parts); the replay buffer is not stored but re-rendered from the resumed RNG.
 
 The shipped network (``stylerig/worlds/assets/world-estimator.safetensors``, 0.7 M parameters, 1.4 MB)
-is this recipe's defaults with seed 2 (seed 0 is the critic that taught the generator, see
-``examples/build_world.sh``)::
+is this recipe's defaults with seed 2 on prior version 2 (seed 0 is the critic that taught the generator,
+see ``examples/build_world.sh``; prior 3's renders are a subset of prior 2's)::
 
-    python -m stylerig.worlds.estimator_train --out runs/estimator --steps 6000 --schedule-steps 6000 --seed 2
+    python -m stylerig.worlds.estimator_train --out runs/estimator --steps 6000 --schedule-steps 6000 \
+        --seed 2 --prior-version 2
 
 14.6 min on one thread of a shared 2-core machine. Its log on the 128 evaluation renders at step 6000:
 median |rotation error| 0.57 / 0.28 / 0.24 deg, expression RMSE 0.119, illumination RMSE 0.027.
