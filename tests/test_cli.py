@@ -136,3 +136,34 @@ def test_demo_help_states_the_real_defaults(capsys, monkeypatch):
         f"Held-out pairs per edit (default {cfg.eval_pairs})",
     ):
         assert text in out, text
+
+
+def test_sample_threads_and_world_build_intervals_reach_the_library(tmp_path, capsys, monkeypatch):
+    import torch
+
+    import stylerig.sampling
+    import stylerig.worlds.train
+
+    threads, configs = [], []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)  # leave the suite's own threads alone
+
+    class Stop(Exception):
+        pass
+
+    def fake_sample(*args, **kw):
+        raise Stop
+
+    monkeypatch.setattr(stylerig.sampling, "write_sample_set", fake_sample)
+    with pytest.raises(Stop):
+        main(["sample", "--out", str(tmp_path / "s"), "-n", "2", "--threads", "1"])
+    assert threads == [1]
+    monkeypatch.setattr(
+        stylerig.worlds.train, "train_world_generator", lambda *a, config=None, **kw: configs.append(config)
+    )
+    code, _, err = run(
+        ["world", "build", "--out", str(tmp_path / "w"), "--steps", "3", "--eval-every", "0",
+         "--checkpoint-every", "7", "--threads", "1"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert (configs[0].eval_every, configs[0].checkpoint_every, configs[0].threads) == (0, 7, 1)

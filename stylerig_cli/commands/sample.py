@@ -120,9 +120,18 @@ def sample(
             "--dfr", metavar="DFR", help="With --rig: the DFR (default: the rig's own).", show_default=False
         ),
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, metavar="T", help="CPU threads per process (default: torch's choice)."),
+    ] = None,
 ) -> None:
     """Write a sample set (W+ codes, images, manifest) for DFR and RigNet; resumable, torchrun-aware."""
     from stylerig.sampling import write_sample_set
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
     edit = None
     if rig or fix:

@@ -96,6 +96,15 @@ def build(
             "or single factors (light_elevation, ...); factors the prior ignores are left out.",
         ),
     ] = "pose",
+    eval_every: Annotated[
+        int,
+        typer.Option(
+            min=0, metavar="STEPS", help="Held-out PSNR logged every STEPS steps (0: only at the end)."
+        ),
+    ] = 100,
+    checkpoint_every: Annotated[
+        int, typer.Option(min=0, metavar="STEPS", help="Checkpoint every STEPS steps (0: only at the end).")
+    ] = 200,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads.")] = 2,
 ) -> None:
     """Train the world generator by regression onto the world's own renders (resumable; run it in parts).
@@ -127,6 +136,8 @@ def build(
         critic=str(critic) if critic is not None else "",
         critic_weight=critic_weight if critic is not None else 0.0,
         critic_groups=critic_groups,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
     )
     train_world_generator(out, steps, minutes=minutes, resume=resume, seed=seed, config=cfg)
     console.print(f"generator: {out / 'generator.safetensors'}\nlog: {out / 'log.jsonl'}")
