@@ -6,6 +6,7 @@ same name, e.g. ``"B"``), or ``None`` (any size).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -65,3 +66,25 @@ def check_tensor(
             hint="check the upstream computation or the file the values came from",
         )
     return x
+
+
+def parse_named_weights(text: str, what: str, hint: str) -> list[tuple[str, float]]:
+    """``"a=1, b=2.5"`` -> ``[("a", 1.0), ("b", 2.5)]`` (names stripped, empty entries skipped).
+
+    Raises:
+        InputError: ``bad {what} 'entry'`` (with ``hint``) for an entry without ``=``, a value that is not
+            a finite number, or a negative one. The names are the caller's to check.
+    """
+    out: list[tuple[str, float]] = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        try:
+            weight = float(value) if sep else math.nan
+        except ValueError:
+            weight = math.nan
+        if not math.isfinite(weight) or weight < 0:
+            raise InputError(f"bad {what} {item!r}", hint=hint)
+        out.append((name.strip(), weight))
+    return out

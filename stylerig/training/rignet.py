@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from stylerig import params
+from stylerig._checks import parse_named_weights
 from stylerig.data import SampleSet
 from stylerig.dfr import DFR, load_dfr
 from stylerig.errors import AssetError, InputError
@@ -64,22 +65,13 @@ def parse_group_weights(text: str) -> tuple[tuple[str, float], ...]:
     """``"expression=10, illumination=3"`` -> ``(("expression", 10.0), ("illumination", 3.0))``;
     ``pose`` names the rotation group. Raises InputError on a malformed entry (the names and values are
     checked by :class:`~stylerig.rignet.RigLossConfig`)."""
-    out = []
-    for item in (t.strip() for t in text.split(",")):
-        if not item:
-            continue
-        name, sep, value = item.partition("=")
-        try:
-            weight = float(value) if sep else math.nan
-        except ValueError:
-            weight = math.nan
-        if math.isnan(weight):
-            raise InputError(
-                f"bad group weight {item!r}",
-                hint="write GROUP=WEIGHT pairs separated by commas, e.g. expression=10,illumination=3",
-            )
-        out.append(({"pose": "rotation"}.get(name.strip(), name.strip()), weight))
-    return RigLossConfig(group_weights=tuple(out)).group_weights
+    pairs = parse_named_weights(
+        text,
+        "group weight",
+        hint="write GROUP=WEIGHT pairs separated by commas, e.g. expression=10,illumination=3",
+    )
+    out = tuple(({"pose": "rotation"}.get(name, name), weight) for name, weight in pairs)
+    return RigLossConfig(group_weights=out).group_weights
 
 
 @dataclass

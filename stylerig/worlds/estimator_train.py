@@ -46,6 +46,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from stylerig._checks import parse_named_weights
 from stylerig.errors import InputError
 from stylerig.face import load_face_model
 from stylerig.render import FaceRenderer
@@ -158,23 +159,12 @@ def parse_factor_weights(text: str) -> dict[str, float]:
     Raises:
         InputError: an unknown factor, a malformed entry, or a weight that is not a finite number >= 0.
     """
-    out: dict[str, float] = {}
-    for item in (t.strip() for t in text.split(",")):
-        if not item:
-            continue
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        try:
-            weight = float(value) if sep else float("nan")
-        except ValueError:
-            weight = float("nan")
-        if name not in FACTOR_NAMES or not math.isfinite(weight) or weight < 0:
-            raise InputError(
-                f"bad factor weight {item!r}",
-                hint=f"write name=weight with a weight >= 0 and a name of {', '.join(FACTOR_NAMES)}",
-            )
-        out[name] = weight
-    return out
+    hint = f"write name=weight with a weight >= 0 and a name of {', '.join(FACTOR_NAMES)}"
+    pairs = parse_named_weights(text, "factor weight", hint=hint)
+    for name, _ in pairs:
+        if name not in FACTOR_NAMES:
+            raise InputError(f"bad factor weight {name!r}: no such factor", hint=hint)
+    return dict(pairs)
 
 
 def _expression_scale(n: int = 20000, version: int = PRIOR_VERSION) -> torch.Tensor:
