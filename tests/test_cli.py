@@ -162,8 +162,9 @@ def test_sample_threads_and_world_build_intervals_reach_the_library(tmp_path, ca
     )
     code, _, err = run(
         ["world", "build", "--out", str(tmp_path / "w"), "--steps", "3", "--eval-every", "0",
-         "--checkpoint-every", "7", "--threads", "1"],
+         "--checkpoint-every", "7", "--threads", "1", "--device", "auto"],
         capsys,
     )  # fmt: skip
     assert code == 0, err
     assert (configs[0].eval_every, configs[0].checkpoint_every, configs[0].threads) == (0, 7, 1)
+    assert configs[0].device == "auto"

@@ -116,6 +116,37 @@ def test_training_writes_checkpoints_and_resumes_exactly(tmp_path) -> None:
     assert torch.allclose(G(z), G_whole(z), atol=1e-5)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_training_on_a_missing_gpu_fails_before_writing(tmp_path) -> None:
+    from stylerig.errors import BackendUnavailableError
+    from stylerig.worlds.train import train_world_generator
+
+    with pytest.raises(BackendUnavailableError, match="CUDA is not available"):
+        train_world_generator(tmp_path / "w", 2, config=_tiny_train_config(device="cuda"), log=False)
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.cuda
+def test_training_moves_between_devices_at_a_resume(tmp_path) -> None:
+    """Two steps on the CPU, two on the GPU: the same run as four on the CPU, up to rounding."""
+    from stylerig.worlds.train import train_world_generator
+
+    cfg = _tiny_train_config(eval_every=0, checkpoint_every=0)
+    train_world_generator(tmp_path / "moved", 2, config=cfg, log=False)
+    G_moved = train_world_generator(
+        tmp_path / "moved",
+        4,
+        config=_tiny_train_config(eval_every=0, checkpoint_every=0, device="cuda"),
+        log=False,
+    )
+    G_cpu = train_world_generator(tmp_path / "cpu", 4, config=cfg, log=False)
+    assert next(G_moved.parameters()).device.type == "cuda"
+    z = sample_factors([5, 6])
+    with torch.no_grad():
+        a, b = G_moved.cpu()(z), G_cpu(z)
+    assert (a - b).abs().max() <= 1e-3 * b.abs().max()
+
+
 def test_feature_map_peaks_on_the_inner_landmarks() -> None:
     from stylerig.worlds.train import feature_map
 

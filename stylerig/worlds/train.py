@@ -25,6 +25,12 @@ over the whole image, in [-1, 1] units with peak-to-peak 2, mean over :data:`HEL
 
 Run for a time budget: ``python -m stylerig.worlds.train --out runs/world --minutes 10`` (it resumes
 when ``out_dir`` holds a checkpoint, so a long build can be run in parts).
+
+**Device.** ``device`` (``cpu`` by default; ``cuda`` / ``auto`` where a GPU exists) moves the generator,
+the renderer of the targets and the critic; the training z still come from the seeded CPU RNG, so the
+data stream is the same on every device and a run may move between devices at a resume. The weights a
+GPU run reaches differ from a CPU run's in rounding only at first, then drift apart as any two
+floating-point orders of summation do: a build is reproducible from its seed *on one kind of device*.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from typing import Any
 
 import torch
 
+from stylerig.devices import resolve_device
 from stylerig.errors import InputError
 from stylerig.face import load_face_model
 from stylerig.gan import Generator, save_generator
@@ -98,6 +105,7 @@ class TrainConfig:
     critic: str = ""  # an estimator file whose reading of G(z) is pulled towards z ("" = no critic)
     critic_weight: float = 0.0  # weight of the critic's mean squared factor error
     critic_groups: str = "pose"  # comma-separated FACTOR_GROUPS names or factor names the critic covers
+    device: str = "cpu"  # where to train: cpu, cuda, cuda:N or auto (free on resume; see the module doc)
 
     def generator_kwargs(self) -> dict[str, Any]:
         return {
@@ -154,10 +162,13 @@ def feature_map(landmarks: torch.Tensor, size: int, sigma: float = 2.5) -> torch
 class _World:
     """The renderer and the held-out targets (rendered once)."""
 
-    def __init__(self, eval_seeds: int, prior_version: int = PRIOR_VERSION) -> None:
+    def __init__(
+        self, eval_seeds: int, prior_version: int = PRIOR_VERSION, device: torch.device | None = None
+    ) -> None:
+        dev = torch.device("cpu") if device is None else device
         self.prior_version = prior_version
-        self.renderer = FaceRenderer(load_face_model(), RESOLUTION, backend="torch")
-        self.z_eval = sample_factors(HELD_OUT[:eval_seeds])
+        self.renderer = FaceRenderer(load_face_model(), RESOLUTION, backend="torch").to(dev)
+        self.z_eval = sample_factors(HELD_OUT[:eval_seeds]).to(dev)
         with torch.no_grad():
             self.eval_images, self.eval_masks, self.eval_features = self.render(self.z_eval)
 
@@ -215,7 +226,9 @@ class _Critic:
     show them, so pulling the critic's reading of them towards z could only teach an adversarial pattern.
     """
 
-    def __init__(self, path: str, groups: str, version: int = PRIOR_VERSION) -> None:
+    def __init__(
+        self, path: str, groups: str, version: int = PRIOR_VERSION, device: torch.device | None = None
+    ) -> None:
         from stylerig.worlds.estimator import load_estimator
 
         names = [g.strip() for g in groups.split(",") if g.strip()]
@@ -239,8 +252,9 @@ class _Critic:
                 hint="name factors an image shows",
             )
         self.factors = tuple(factors)
-        self.net = load_estimator(path, cache=False)  # eval mode, frozen
-        self.index = torch.tensor([FACTOR_NAMES.index(f) for f in factors])
+        dev = torch.device("cpu") if device is None else device
+        self.net = load_estimator(path, cache=False).to(dev)  # eval mode, frozen
+        self.index = torch.tensor([FACTOR_NAMES.index(f) for f in factors], device=dev)
 
     def loss(self, pred: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Mean squared error (z units) between the critic's factors of images ``pred`` [B,3,H,W] and
@@ -280,10 +294,10 @@ def _load_checkpoint(
     for name, prm in named.items():
         key = f"opt.{name}"
         if f"{key}.exp_avg" in tensors:
-            opt.state[prm] = {
+            opt.state[prm] = {  # Adam keeps a non-capturable step count on the CPU
                 "step": tensors[f"{key}.step"].reshape(()).to(torch.float32),
-                "exp_avg": tensors[f"{key}.exp_avg"].clone(),
-                "exp_avg_sq": tensors[f"{key}.exp_avg_sq"].clone(),
+                "exp_avg": tensors[f"{key}.exp_avg"].to(prm.device, copy=True),
+                "exp_avg_sq": tensors[f"{key}.exp_avg_sq"].to(prm.device, copy=True),
             }
     rng.set_state(tensors["rng_state"])
     return int(meta["step"]), float(meta["elapsed_s"]), json.loads(meta["config"])
@@ -317,15 +331,16 @@ def train_world_generator(
     if steps is None and minutes is None:
         raise ValueError("give steps or minutes")
     cfg = config or TrainConfig()
-    # A bad critic fails before anything is written or rendered.
+    dev = resolve_device(cfg.device)
+    # A bad critic or device fails before anything is written or rendered.
     critic = (
-        _Critic(cfg.critic, cfg.critic_groups, cfg.prior_version)
+        _Critic(cfg.critic, cfg.critic_groups, cfg.prior_version, dev)
         if cfg.critic and cfg.critic_weight > 0
         else None
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    G = build_generator(cfg, seed)
+    G = build_generator(cfg, seed).to(dev)  # initialised on the CPU: the same weights on every device
     G.train()
     opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
     rng = torch.Generator().manual_seed(seed)
@@ -359,6 +374,7 @@ def train_world_generator(
             "eval_every",
             "checkpoint_every",
             "eval_seeds",
+            "device",
         }
         now = {k: v for k, v in asdict(cfg).items() if k not in free}
         if {k: v for k, v in saved_cfg.items() if k not in free} != now:
@@ -371,7 +387,7 @@ def train_world_generator(
     from stylerig.outputs import write_run_json
 
     write_run_json(out, command="stylerig.worlds.train", arguments={**asdict(cfg), "seed": seed}, seed=seed)
-    world = _World(cfg.eval_seeds, cfg.prior_version)
+    world = _World(cfg.eval_seeds, cfg.prior_version, dev)
     log_path = out / "log.jsonl"
     wall0 = time.perf_counter()
 
@@ -398,7 +414,7 @@ def train_world_generator(
         lr = learning_rate(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
-        z = torch.randn(cfg.batch, NUM_FACTORS, generator=rng)
+        z = torch.randn(cfg.batch, NUM_FACTORS, generator=rng).to(dev)
         with torch.no_grad():
             target, mask, features = world.render(z)
         pred = G(z, noise_mode="const")

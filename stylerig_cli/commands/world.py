@@ -106,6 +106,13 @@ def build(
         int, typer.Option(min=0, metavar="STEPS", help="Checkpoint every STEPS steps (0: only at the end).")
     ] = 200,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads.")] = 2,
+    device: Annotated[
+        str,
+        typer.Option(
+            metavar="auto|cpu|cuda[:N]",
+            help="Where to train (may change at a resume; the data stream is the same on every device).",
+        ),
+    ] = "cpu",
 ) -> None:
     """Train the world generator by regression onto the world's own renders (resumable; run it in parts).
 
@@ -138,6 +145,7 @@ def build(
         critic_groups=critic_groups,
         eval_every=eval_every,
         checkpoint_every=checkpoint_every,
+        device=device,
     )
     train_world_generator(out, steps, minutes=minutes, resume=resume, seed=seed, config=cfg)
     console.print(f"generator: {out / 'generator.safetensors'}\nlog: {out / 'log.jsonl'}")

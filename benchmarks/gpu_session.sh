@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# One GPU session's checks, in order of value, inside a time budget (docs/gpu.md has the results).
+#
+#   bash benchmarks/gpu_session.sh [BUDGET_SECONDS]      (default 520; results under $OUT or /tmp/gpu-out)
+#
+# 1. nvdiffrast is built from third_party/nvdiffrast (fetched by hand; NVIDIA Source Code License,
+#    non-commercial: never vendored) in the background, for this machine's GPU only.
+# 2. The test suite with CUDA present (`--device $DEV` for the device-parametrised tests).
+# 3. The CUDA-marked tests again once nvdiffrast is built (nvdiffrast parity, the world build moving
+#    between devices, half precision).
+# 4. benchmarks/bench_gpu.py: renderer parity (torch CPU / torch CUDA / nvdiffrast), renderer and
+#    generator throughput at float32 / float16 / bfloat16.
+# 5. The commands on the GPU with their own timers: sample, fit-dfr (both rasterizers), train-rignet,
+#    world build (plain and with a critic).
+# 6. Whatever time is left: `stylerig demo --device $DEV`.
+# Each stage gets at most what is left of the budget; a stage that fails does not stop the next.
+set -u
+BUDGET=${1:-520}
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT"
+LOGS=/tmp/gpu-logs
+rm -rf "$LOGS" && mkdir -p "$LOGS"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 STYLERIG_CACHE_DIR=/tmp/stylerig-cache
+DEV=${DEV:-cuda} # DEV=cpu only rehearses the script
+PY=python3
+T=/tmp/gpu-work
+rm -rf "$T" && mkdir -p "$T"
+
+left() { echo $((BUDGET - SECONDS)); }
+stage() { # stage NAME MAX_SECONDS CMD...: run with min(MAX, left - 5) seconds, log and time it
+  local name=$1 max=$2
+  shift 2
+  local lim
+  lim=$(($(left) - 5))
+  ((lim > max)) && lim=$max
+  if ((lim < 10)); then
+    echo "SKIP $name (budget spent)" | tee -a "$LOGS/summary.txt"
+    return
+  fi
+  local t0=$SECONDS
+  timeout -s INT -k 10 "$lim" "$@" >"$LOGS/$name.log" 2>&1
+  local rc=$?
+  echo "$name rc=$rc ${lim}s-limit took=$((SECONDS - t0))s" | tee -a "$LOGS/summary.txt"
+  tail -n 4 "$LOGS/$name.log"
+}
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
+  $PY -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0))"
+  nproc
+} >"$LOGS/env.txt" 2>&1
+cat "$LOGS/env.txt"
+
+# 1. nvdiffrast in the background.
+(
+  t0=$SECONDS
+  cd third_party/nvdiffrast &&
+    TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=8 timeout 300 $PY -m pip install -q --no-build-isolation --no-deps --no-index .
+  echo "nvdiffrast build rc=$? took=$((SECONDS - t0))s"
+) >"$LOGS/nvdiffrast_build.log" 2>&1 &
+BUILD=$!
+
+# 2. The suite.
+stage pytest_suite 150 $PY -m pytest -q -p no:cacheprovider --device $DEV tests
+wait $BUILD
+tail -n 3 "$LOGS/nvdiffrast_build.log" | tee -a "$LOGS/summary.txt"
+
+# 3. CUDA tests with nvdiffrast.
+stage pytest_cuda 60 $PY -m pytest -q -rs -p no:cacheprovider -m cuda tests
+
+# 4. Parity and throughput.
+stage bench_gpu 150 $PY benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" --device $DEV
+
+# 5. The commands.
+CLI="$PY -m stylerig_cli"
+stage sample_2000 60 $CLI sample --out "$T/set" --n 2000 --device $DEV
+stage fit_dfr_torch 60 $CLI fit-dfr --data "$T/set" --out "$T/dfr-torch" --steps 300 --device $DEV --renderer torch
+stage fit_dfr_nvdiffrast 60 $CLI fit-dfr --data "$T/set" --out "$T/dfr-nv" --steps 300 --device $DEV --renderer nvdiffrast
+stage train_rignet_all 60 $CLI train-rignet --data "$T/set" --dfr "$T/dfr-torch" --mode all --out "$T/rig" --steps 300 --device $DEV
+stage world_build 60 $CLI world build --out "$T/world" --steps 200 --device $DEV --eval-every 100 --checkpoint-every 0
+EST=stylerig/worlds/assets/world-estimator.safetensors
+stage world_build_critic 60 $CLI world build --out "$T/world-critic" --steps 200 --device $DEV \
+  --eval-every 100 --checkpoint-every 0 --critic "$EST" --critic-groups pose,expression
+
+# 6. The demo with what is left.
+stage demo 600 $CLI demo --out "$T/demo" --device $DEV
+
+# Results: logs and run records in one archive.
+for d in "$T"/*/; do
+  for f in log.jsonl metrics.json summary.md run.json train.log; do
+    [ -f "$d$f" ] && mkdir -p "$LOGS/runs/$(basename "$d")" && cp "$d$f" "$LOGS/runs/$(basename "$d")/"
+  done
+done
+find "$T/demo" -maxdepth 2 -name "*.json" -size -2M -exec cp --parents {} "$LOGS/" \; 2>/dev/null
+tar -czf "$OUT/gpu-logs.tgz" -C /tmp gpu-logs
+cp "$LOGS/summary.txt" "$OUT/summary.txt"
+echo "== summary"
+cat "$LOGS/summary.txt"
