@@ -55,7 +55,7 @@ cat "$LOGS/env.txt"
 (
   t0=$SECONDS
   cd third_party/nvdiffrast &&
-    TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=8 timeout 300 $PY -m pip install -q --no-build-isolation --no-deps --no-index .
+    TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=10 timeout 240 $PY -m pip install -q --no-build-isolation --no-deps --no-index .
   echo "nvdiffrast build rc=$? took=$((SECONDS - t0))s"
 ) >"$LOGS/nvdiffrast_build.log" 2>&1 &
 BUILD=$!
