@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stylerig import params  # noqa: E402
 from stylerig.render import FaceRenderer, nvdiffrast_available  # noqa: E402
-from stylerig.render.ops import rasterize  # noqa: E402
+from stylerig.render.ops import interpolate, rasterize  # noqa: E402
 
 DEV = torch.device("cuda")
 
@@ -128,11 +128,25 @@ def parity_raster_standin() -> dict:
     same = ours[..., 3] == ref[..., 3]
     covered = (ours[..., 3] > 0) | (ref[..., 3] > 0)
     d = (ours - ref)[same & covered][:, :3].abs()
+    # Gradients to the clip-space positions of one random loss on interpolated attributes, counted only
+    # on the pixels where both chose the same triangle (there the two compute the same function).
+    torch.manual_seed(4)
+    attr = torch.rand(1, pos.shape[1], 3, device=DEV)
+    weight = torch.randn(B, res, res, 3, device=DEV) * (same & covered).unsqueeze(-1)
+    grads = {}
+    for be in ("torch", "nvdiffrast"):
+        q = pos.detach().clone().requires_grad_(True)
+        img, _ = interpolate(attr, rasterize(q, tri, (res, res), backend=be), tri, backend=be)
+        (img * weight).sum().backward()
+        grads[be] = q.grad.flatten()
+    g_t, g_n = grads["torch"], grads["nvdiffrast"]
     return {
         "id_agreement_all_pixels": float(same.float().mean()),
         "id_agreement_covered_pixels": float(same[covered].float().mean()),
         "uvz_max_abs_diff_where_ids_agree": float(d.max()),
         "uvz_mean_abs_diff_where_ids_agree": float(d.mean()),
+        "pos_grad_cos_where_ids_agree": float(torch.nn.functional.cosine_similarity(g_t, g_n, dim=0)),
+        "pos_grad_rel_err_where_ids_agree": float((g_t - g_n).norm() / g_n.norm().clamp_min(1e-30)),
     }
 
 
@@ -163,7 +177,6 @@ def standin_speed(backend: str, batch: int, res: int = 224) -> dict:
     from bench_render import face_standin
 
     from stylerig.render import camera as cam
-    from stylerig.render.ops import interpolate
     from stylerig.render.shading import sh_shade, vertex_normals
 
     v, tri = face_standin()

@@ -2,6 +2,7 @@
 # One GPU session's checks, in order of value, inside a time budget (docs/gpu.md has the results).
 #
 #   bash benchmarks/gpu_session.sh [BUDGET_SECONDS]      (default 520; results under $OUT or /tmp/gpu-out)
+#   STAGES="tests bench demo longrig" bash benchmarks/gpu_session.sh 480     (a subset, in this order)
 #
 # 1. nvdiffrast is built from third_party/nvdiffrast (fetched by hand; NVIDIA Source Code License,
 #    non-commercial: never vendored) in the background, for this machine's GPU only.
@@ -12,7 +13,8 @@
 #    generator throughput at float32 / float16 / bfloat16.
 # 5. The commands on the GPU with their own timers: sample, fit-dfr (both rasterizers), train-rignet,
 #    world build (plain and with a critic).
-# 6. Whatever time is left: `stylerig demo --device $DEV`.
+# 6. Whatever time is left: `stylerig demo --device $DEV`; then (stage longrig) the same demo with a
+#    rig trained LONG_RIG_STEPS steps (default 12000, 5x the demo's) on the demo's set and DFR.
 # Each stage gets at most what is left of the budget; a stage that fails does not stop the next.
 set -u
 BUDGET=${1:-520}
@@ -26,6 +28,8 @@ PY=python3
 T=/tmp/gpu-work
 rm -rf "$T" && mkdir -p "$T"
 
+STAGES=${STAGES:-suite tests bench commands demo}
+want() { [[ " $STAGES " == *" $1 "* ]]; }
 left() { echo $((BUDGET - SECONDS)); }
 stage() { # stage NAME MAX_SECONDS CMD...: run with min(MAX, left - 5) seconds, log and time it
   local name=$1 max=$2
@@ -61,29 +65,34 @@ cat "$LOGS/env.txt"
 BUILD=$!
 
 # 2. The suite.
-stage pytest_suite 150 $PY -m pytest -q -p no:cacheprovider --device $DEV tests
+want suite && stage pytest_suite 150 $PY -m pytest -q -p no:cacheprovider --device $DEV tests
 wait $BUILD
 tail -n 3 "$LOGS/nvdiffrast_build.log" | tee -a "$LOGS/summary.txt"
 
 # 3. CUDA tests with nvdiffrast.
-stage pytest_cuda 60 $PY -m pytest -q -rs -p no:cacheprovider -m cuda tests
+want tests && stage pytest_cuda 60 $PY -m pytest -q -rs -p no:cacheprovider -m cuda tests
 
 # 4. Parity and throughput.
-stage bench_gpu 150 $PY benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" --device $DEV
+want bench && stage bench_gpu 150 $PY benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" --device $DEV
 
 # 5. The commands.
 CLI="$PY -m stylerig_cli"
-stage sample_2000 60 $CLI sample --out "$T/set" --n 2000 --device $DEV
-stage fit_dfr_torch 60 $CLI fit-dfr --data "$T/set" --out "$T/dfr-torch" --steps 300 --device $DEV --renderer torch
-stage fit_dfr_nvdiffrast 60 $CLI fit-dfr --data "$T/set" --out "$T/dfr-nv" --steps 300 --device $DEV --renderer nvdiffrast
-stage train_rignet_all 60 $CLI train-rignet --data "$T/set" --dfr "$T/dfr-torch" --mode all --out "$T/rig" --steps 300 --device $DEV
-stage world_build 60 $CLI world build --out "$T/world" --steps 200 --device $DEV --eval-every 100 --checkpoint-every 0
+want commands || STAGES_SKIP_COMMANDS=1
+[ -z "${STAGES_SKIP_COMMANDS:-}" ] && stage sample_2000 60 $CLI sample --out "$T/set" --n 2000 --device $DEV
+[ -z "${STAGES_SKIP_COMMANDS:-}" ] && stage fit_dfr_torch 60 $CLI fit-dfr --data "$T/set" --out "$T/dfr-torch" --steps 300 --device $DEV --renderer torch
+[ -z "${STAGES_SKIP_COMMANDS:-}" ] && stage fit_dfr_nvdiffrast 60 $CLI fit-dfr --data "$T/set" --out "$T/dfr-nv" --steps 300 --device $DEV --renderer nvdiffrast
+[ -z "${STAGES_SKIP_COMMANDS:-}" ] && stage train_rignet_all 60 $CLI train-rignet --data "$T/set" --dfr "$T/dfr-torch" --mode all --out "$T/rig" --steps 300 --device $DEV
+[ -z "${STAGES_SKIP_COMMANDS:-}" ] && stage world_build 60 $CLI world build --out "$T/world" --steps 200 --device $DEV --eval-every 100 --checkpoint-every 0
 EST=stylerig/worlds/assets/world-estimator.safetensors
-stage world_build_critic 60 $CLI world build --out "$T/world-critic" --steps 200 --device $DEV \
+[ -z "${STAGES_SKIP_COMMANDS:-}" ] && stage world_build_critic 60 $CLI world build --out "$T/world-critic" --steps 200 --device $DEV \
   --eval-every 100 --checkpoint-every 0 --critic "$EST" --critic-groups pose,expression
 
 # 6. The demo with what is left.
-stage demo 600 $CLI demo --out "$T/demo" --device $DEV
+want demo && stage demo 600 $CLI demo --out "$T/demo" --device $DEV
+if want longrig && [ -f "$T/demo/dfr/dfr.safetensors" ]; then
+  mkdir -p "$T/demo-long" && cp -r "$T/demo/samples" "$T/demo/dfr" "$T/demo-long/"
+  stage demo_longrig 600 $CLI demo --out "$T/demo-long" --device $DEV --rig-steps "${LONG_RIG_STEPS:-12000}"
+fi
 
 # Results: logs and run records in one archive.
 for d in "$T"/*/; do
@@ -91,7 +100,9 @@ for d in "$T"/*/; do
     [ -f "$d$f" ] && mkdir -p "$LOGS/runs/$(basename "$d")" && cp "$d$f" "$LOGS/runs/$(basename "$d")/"
   done
 done
-find "$T/demo" -maxdepth 2 -name "*.json" -size -2M -exec cp --parents {} "$LOGS/" \; 2>/dev/null
+for d in "$T"/demo*; do
+  [ -d "$d" ] && find "$d" -maxdepth 2 \( -name "*.json" -o -name "*.md" \) -size -2M -exec cp --parents {} "$LOGS/" \;
+done
 tar -czf "$OUT/gpu-logs.tgz" -C /tmp gpu-logs
 cp "$LOGS/summary.txt" "$OUT/summary.txt"
 echo "== summary"

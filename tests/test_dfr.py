@@ -240,3 +240,34 @@ def test_evaluate_dfr_scores_an_invisible_face_zero(tiny_set: Path, tiny_face) -
     F = DFR(NUM_WS, W_DIM, (8,), p_init=p_far[0])  # an untrained F predicts p_init everywhere
     m = evaluate_dfr(F, data, np.arange(4), FaceRenderer(tiny_face, RES, backend="torch"))
     assert m["n_empty_mask"] == 4 and m["psnr_mask_db"] == 0.0  # not the infinite PSNR of an empty mask
+
+
+def test_the_world_face_model_is_copied_for_training() -> None:
+    """The trainers move their renderer's face model to the training device in place; the world's own
+    model (shared by every CPU ``load_world()`` caller, e.g. ``evaluate``) must not move with it."""
+    from types import SimpleNamespace
+
+    from stylerig.training.dfr import resolve_face_model
+    from stylerig.worlds import load_world
+
+    shared = load_world().face_model
+    fm, note = resolve_face_model(SimpleNamespace(manifest={"generator": {"world": "builtin"}}), None)
+    assert note == "" and fm is not shared
+    assert torch.equal(fm.mean_shape, shared.mean_shape)
+    fm.to(torch.float64)  # what .to(device) does to it, in place
+    assert shared.mean_shape.dtype == torch.float32
+
+
+@pytest.mark.cuda
+def test_training_on_cuda_leaves_the_cpu_world_on_the_cpu(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from stylerig.render import FaceRenderer
+    from stylerig.training.dfr import resolve_face_model
+    from stylerig.worlds import load_world
+
+    world = load_world()
+    fm, _ = resolve_face_model(SimpleNamespace(manifest={"generator": {"world": "builtin"}}), None)
+    FaceRenderer(fm, 64).to("cuda")
+    assert world.face_model.mean_shape.device.type == "cpu"
+    world.render(world.params([1]))  # the evaluate path that failed on a GPU

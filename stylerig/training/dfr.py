@@ -44,6 +44,7 @@ image width (when it has landmarks); the photometric PSNR inside the rendered fa
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -208,7 +209,9 @@ def resolve_face_model(
     if isinstance(gen, Mapping) and gen.get("world"):
         from stylerig.worlds import load_world
 
-        return load_world().face_model, ""
+        # A copy: the trainers move their renderer (and its face model) to the training device in
+        # place, and the world's model is shared by every load_world() caller on the CPU.
+        return copy.deepcopy(load_world().face_model), ""
     return load_face_model(None), (
         "the set does not come from the built-in world and no --face-model was given: fitting the "
         "built-in procedural face model"
