@@ -416,6 +416,14 @@ def test_edit_metrics_perfect_and_absent_edits() -> None:
     assert m["rotation_drift_identity"] == pytest.approx(1.0, rel=1e-4)
     w, v = heldout_pairs(torch.arange(10, 20).numpy(), 100)
     assert len(w) == 100 and (w != v).all() and set(w) | set(v) <= set(range(10, 20))
+    # A group the DFR does not read yet (constant output, as after a few steps) cannot be measured: no
+    # error ratio of 0 / 0 passing for a perfect edit, no drift ratio of x / 1e-12.
+    ref[:, params.LAYOUT["illumination"]] = 0.25
+    std, active = _std_and_active(ref)
+    target = params.replace(before, "illumination", params.get(other, "illumination"))
+    m = edit_metrics(before, target, before, ("illumination", "rotation"), std, active)
+    assert m["illumination_measurable"] == 0.0 and "rotation_err_ratio" in m
+    assert not [k for k in m if k.startswith("illumination_") and k != "illumination_measurable"]
 
 
 def test_tied_and_subspace_residuals(tmp_path: Path) -> None:

@@ -200,11 +200,16 @@ def edit_metrics(
 
     Returns:
         flat dict of floats, keys prefixed by the edited group (``rotation_err_ratio`` ...); pose keys
-        in degrees.
+        in degrees. A group none of whose dimensions is active (a DFR that has not learned to read it
+        yet reads a constant) cannot be measured: it gets ``<group>_measurable = 0`` and no error or
+        drift keys, rather than a ratio of zeros.
     """
     before, target, after = before.float().cpu(), target.float().cpu(), after.float().cpu()
     out: dict[str, float] = {"n": float(before.shape[0])}
     for g in groups:
+        if not bool(active[params.LAYOUT[g]].any()):
+            out[f"{g}_measurable"] = 0.0
+            continue
         eb = _group_rms(before - target, g, std, active)
         ea = _group_rms(after - target, g, std, active)
         moved = _group_rms(after - before, g, std, active).mean()
