@@ -489,6 +489,11 @@ def _section(flat: Mapping[str, float], group: str, label: str) -> dict[str, Any
             if k.startswith(f"{group}_drift_") and not k.endswith("_ratio")
         },
     }
+    by_term = {
+        t: flat[f"{group}_err_ratio_sh_{t}"] for t in params.SH_TERMS if f"{group}_err_ratio_sh_{t}" in flat
+    }
+    if by_term:
+        s["err_ratio_by_sh_term"] = by_term
     if group == "rotation":
         s["median_abs_err_deg"] = {a: flat.get(f"{a}_median_err_deg") for a in params.ROTATION_NAMES}
         s["median_abs_err_deg_within30"] = {
@@ -587,6 +592,9 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
             lm = s["landmark_rmse_px"]
             pair = f"{f(lm['before'], 2)} → {f(lm['after'], 2)}"
             lines.append(f"| `expression.landmark_rmse_px` (before → after) | {pair} | | | |")
+        for term, v in (s.get("err_ratio_by_sh_term") or {}).items():
+            o = oracle(f"{mode}.err_ratio_by_sh_term.{term}")
+            lines.append(f"| `{mode}.err_ratio_by_sh_term.{term}` | {f(v)} | {f(o)} | | |")
         if mode == "pose":
             for a in params.ROTATION_NAMES:
                 v, o = s["median_abs_err_deg"][a], oracle(f"pose.median_abs_err_deg.{a}")

@@ -32,6 +32,8 @@ __all__ = [
     "LAYOUT",
     "MODES",
     "NUM_PARAMS",
+    "ROTATION_NAMES",
+    "SH_TERMS",
     "SIZES",
     "concat",
     "from_deep3d",
@@ -79,6 +81,11 @@ MODES: dict[str, tuple[str, ...]] = {
 
 #: Names of the three rotation angles, in storage order.
 ROTATION_NAMES: tuple[str, str, str] = ("yaw", "pitch", "roll")
+#: The 9 SH terms of each colour's block of ``illumination`` (channel-major: R 0-8, G 9-17, B 18-26), named
+#: by their monomial in the world-space normal (x right, y up, z towards the camera): the constant band,
+#: the three linear terms (y: light from above or below, z: from the front or behind, x: from the side)
+#: and the five quadratic ones. See :func:`stylerig.render.shading.sh_basis`.
+SH_TERMS: tuple[str, ...] = ("constant", "y", "z", "x", "xy", "yz", "3z2-1", "xz", "x2-y2")
 
 
 def _check_group(group: str) -> None:

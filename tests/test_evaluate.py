@@ -147,6 +147,11 @@ def test_metrics_json_has_the_issue_keys(demo_dir):
     for section in ("pose", "expression", "illumination"):
         assert isinstance(m[section]["oracle"]["err_ratio"], float), section
     assert m["pose"]["oracle"]["achieved_over_requested"] > 0.5  # the oracle really turns the head
+    # The light by SH term: the world varies the constant band and the three linear terms, and no other.
+    by_term = m["illumination"]["err_ratio_by_sh_term"]
+    assert set(by_term) == {"constant", "y", "z", "x"}
+    assert set(m["illumination"]["oracle"]["err_ratio_by_sh_term"]) == set(by_term)
+    assert "illumination.err_ratio_by_sh_term.x" in (out / "evaluate" / "metrics.md").read_text()
 
 
 def test_pose_pairs_agree_with_evaluate_on_world(demo_dir):

@@ -508,3 +508,26 @@ def test_group_weights_weigh_each_groups_edits() -> None:
             parse_group_weights(bad)
     with pytest.raises(InputError):
         RigLossConfig(group_weights=(("mood", 1.0),))
+
+
+def test_edit_metrics_break_the_light_down_by_sh_term() -> None:
+    """An edit that reaches only the x terms (light from the side) of all three colours: ratio 0 there, 1
+    for every other term that varies, and no key for terms that never vary."""
+    from stylerig.training.rignet import _std_and_active, edit_metrics
+
+    s = params.LAYOUT["illumination"]
+    ref = _p(200, seed=6)
+    for c in range(3):  # the quadratic band never varies (as in the world)
+        ref[:, s.start + 9 * c + 4 : s.start + 9 * c + 9] = 0.0
+    std, active = _std_and_active(ref)
+    before, other = _p(40, seed=7), _p(40, seed=8)
+    target = params.replace(before, "illumination", params.get(other, "illumination"))
+    after = before.clone()
+    x = [s.start + 3, s.start + 12, s.start + 21]
+    after[:, x] = target[:, x]
+    m = edit_metrics(before, target, after, ("illumination",), std, active)
+    assert m["illumination_err_ratio_sh_x"] == 0.0
+    for term in ("constant", "y", "z"):
+        assert m[f"illumination_err_ratio_sh_{term}"] == pytest.approx(1.0)
+    assert not any(f"illumination_err_ratio_sh_{t}" in m for t in params.SH_TERMS[4:])
+    assert 0.0 < m["illumination_err_ratio"] < 1.0

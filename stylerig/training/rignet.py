@@ -19,6 +19,8 @@ estimator on the generator's image of ŵ (:func:`evaluate_on_world`):
 * ``moved``: rms of ``(measure(ŵ) - before) / std`` over the edited group; ``drift_<group>``: the same for
   each group that must not change (identity, reflectance and the other controlled groups), and
   ``drift_ratio`` = the largest mean drift / the mean movement (the issue: <= 0.25);
+  for illumination also ``err_ratio_sh_<term>``, the ratio of each SH term (:data:`params.SH_TERMS`)
+  pooled over the colours where it varies (which part of the light an edit reaches);
 * pose also: median |error| per angle in degrees, over all pairs and over pairs whose target yaw is within
   ±30°, and the yaw transfer ratio = slope through 0 of achieved against requested yaw change.
 
@@ -217,6 +219,16 @@ def edit_metrics(
         out[f"{g}_err_after"] = float(ea.mean())
         out[f"{g}_err_ratio"] = float(ea.mean() / eb.mean().clamp_min(1e-12))
         out[f"{g}_moved"] = float(moved)
+        if g == "illumination":  # the ratio of each SH term, pooled over the colours (where it varies)
+            s = params.LAYOUT[g]
+            for k, term in enumerate(params.SH_TERMS):
+                rows = torch.zeros(params.NUM_PARAMS, dtype=torch.bool)
+                rows[[s.start + k, s.start + 9 + k, s.start + 18 + k]] = True
+                a = active & rows
+                if bool(a.any()):
+                    e_b = ((before - target)[:, a] / std[a]).pow(2).mean(-1).sqrt().mean()
+                    e_a = ((after - target)[:, a] / std[a]).pow(2).mean(-1).sqrt().mean()
+                    out[f"{g}_err_ratio_sh_{term}"] = float(e_a / e_b.clamp_min(1e-12))
         drifts = {}
         for h in params.GROUPS:
             if h in groups or h == "translation" or not bool(active[params.LAYOUT[h]].any()):
