@@ -183,6 +183,31 @@ def test_training_recipe_tiny_resumes_and_is_seeded(tmp_path: Path) -> None:
         )
 
 
+def _tiny_estimator_config(**kw) -> EstimatorTrainConfig:
+    base = dict(batch=4, renders_per_step=2, buffer=4, input_size=32, widths="4,8", reduce=4, hidden=8)
+    return EstimatorTrainConfig(**{**base, "eval_every": 0, "checkpoint_every": 0, "eval_seeds": 4, **kw})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_estimator_training_on_a_missing_gpu_fails_before_writing(tmp_path: Path) -> None:
+    from stylerig.errors import BackendUnavailableError
+
+    with pytest.raises(BackendUnavailableError, match="CUDA is not available"):
+        train_estimator(tmp_path / "e", 2, config=_tiny_estimator_config(device="cuda"), log=False)
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.cuda
+def test_estimator_training_moves_between_devices_at_a_resume(tmp_path: Path) -> None:
+    """Two steps on the CPU, two on the GPU: the same data stream as four on the CPU, up to rounding."""
+    train_estimator(tmp_path / "moved", 2, config=_tiny_estimator_config(), log=False)
+    moved = train_estimator(tmp_path / "moved", 4, config=_tiny_estimator_config(device="cuda"), log=False)
+    cpu = train_estimator(tmp_path / "cpu", 4, config=_tiny_estimator_config(), log=False)
+    assert next(moved.parameters()).device.type == "cuda"
+    a, b = moved.cpu().state_dict(), cpu.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-4, rtol=1e-3) for k in a)
+
+
 @pytest.mark.skipif(not ESTIMATOR_FILE.is_file(), reason="no shipped estimator")
 def test_shipped_estimator_is_accurate_on_renders(renders) -> None:
     p_true, images = renders

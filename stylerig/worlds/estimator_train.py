@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from stylerig._checks import parse_named_weights
+from stylerig.devices import resolve_device
 from stylerig.errors import InputError
 from stylerig.face import load_face_model
 from stylerig.render import FaceRenderer
@@ -129,6 +130,9 @@ class EstimatorTrainConfig:
     threads: int = 1
     # The world prior the training renders come from (prior.factors_to_world); the shipped world's by default.
     prior_version: int = PRIOR_VERSION
+    # Where to train (cpu, cuda, cuda:N, auto); free on resume. The random numbers (factors, batch picks,
+    # augmentation) still come from the seeded CPU RNG, so the data stream is the same on every device.
+    device: str = "cpu"
 
     def net_config(self) -> EstimatorConfig:
         return EstimatorConfig(
@@ -190,31 +194,33 @@ def _expression_param_loss(
 
 def augment(x: torch.Tensor, gen: torch.Generator, blur_max: float, noise_max: float) -> torch.Tensor:
     """Per-image Gaussian blur (sigma ~ U(0, blur_max) pixels, 7-tap separable) and Gaussian pixel noise
-    (sd ~ U(0, noise_max)) of images [B, 3, H, W] in [-1, 1]; returns a new tensor (same shape)."""
+    (sd ~ U(0, noise_max)) of images [B, 3, H, W] in [-1, 1] on any device, drawn from the CPU generator
+    ``gen``; returns a new tensor (same shape and device)."""
     B, C, H, W = x.shape
     if blur_max > 0:
         sigma = torch.rand(B, generator=gen) * blur_max
         t = torch.arange(-3, 4, dtype=x.dtype).view(1, 7)
         k = torch.exp(-(t**2) / (2 * sigma.clamp_min(1e-3).view(B, 1) ** 2))
-        k = (k / k.sum(1, keepdim=True)).repeat_interleave(C, 0)  # [B*C, 7]
+        k = (k / k.sum(1, keepdim=True)).repeat_interleave(C, 0).to(x.device)  # [B*C, 7]
         y = F.pad(x.reshape(1, B * C, H, W), (3, 3, 3, 3), mode="replicate")
         y = F.conv2d(y, k.view(B * C, 1, 1, 7), groups=B * C)
         y = F.conv2d(y, k.view(B * C, 1, 7, 1), groups=B * C)
         x = y.view(B, C, H, W)
     if noise_max > 0:
         sd = torch.rand(B, 1, 1, 1, generator=gen) * noise_max
-        x = x + sd * torch.randn(x.shape, generator=gen)
+        x = x + (sd * torch.randn(x.shape, generator=gen)).to(x.device)
     return x
 
 
 class _Renders:
     """The world's renderer and the evaluation renders."""
 
-    def __init__(self, cfg: EstimatorTrainConfig) -> None:
-        self.renderer = FaceRenderer(load_face_model(), RESOLUTION, backend="torch")
+    def __init__(self, cfg: EstimatorTrainConfig, device: torch.device | None = None) -> None:
+        dev = torch.device("cpu") if device is None else device
+        self.renderer = FaceRenderer(load_face_model(), RESOLUTION, backend="torch").to(dev)
         self.input_size = cfg.input_size
         self.prior_version = cfg.prior_version
-        self.z_eval = sample_factors(EVAL_SEEDS[: cfg.eval_seeds])
+        self.z_eval = sample_factors(EVAL_SEEDS[: cfg.eval_seeds]).to(dev)
         self.x_eval = self.render(self.z_eval)
 
     @torch.no_grad()
@@ -276,7 +282,16 @@ def _save_checkpoint(
 
 
 #: Settings that may change between resumed parts (the rest fix the network and the data stream).
-_FREE = {"threads", "eval_every", "checkpoint_every", "eval_seeds", "lr", "schedule_steps", "factor_weights"}
+_FREE = {
+    "threads",
+    "eval_every",
+    "checkpoint_every",
+    "eval_seeds",
+    "lr",
+    "schedule_steps",
+    "factor_weights",
+    "device",
+}
 
 
 def _load_checkpoint(
@@ -301,8 +316,8 @@ def _load_checkpoint(
         if f"{key}.exp_avg" in tensors:
             opt.state[prm] = {
                 "step": tensors[f"{key}.step"].reshape(()).to(torch.float32),
-                "exp_avg": tensors[f"{key}.exp_avg"].clone(),
-                "exp_avg_sq": tensors[f"{key}.exp_avg_sq"].clone(),
+                "exp_avg": tensors[f"{key}.exp_avg"].to(prm.device, copy=True),
+                "exp_avg_sq": tensors[f"{key}.exp_avg_sq"].to(prm.device, copy=True),
             }
     rng.set_state(tensors["rng_state"])
     return int(meta["step"]), float(meta["elapsed_s"])
@@ -344,12 +359,13 @@ def train_estimator(
     if cfg.batch < 1 or cfg.renders_per_step < 1 or cfg.buffer < cfg.renders_per_step:
         raise InputError("need batch >= 1 and buffer >= renders_per_step >= 1")
     parse_factor_weights(cfg.factor_weights)  # a bad entry fails before anything is written
+    dev = resolve_device(cfg.device)  # and so does a missing GPU
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         net = EstimatorNet(cfg.net_config())
-    net.train()
+    net.to(dev).train()  # initialised on the CPU: the same weights on every device
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = torch.Generator().manual_seed(seed)
     step, elapsed = 0, 0.0
@@ -361,9 +377,9 @@ def train_estimator(
     write_run_json(
         out, command="stylerig.worlds.estimator_train", arguments={**asdict(cfg), "seed": seed}, seed=seed
     )
-    world = _Renders(cfg)
-    weights = _loss_weights(cfg)
-    exp_scale = _expression_scale(version=cfg.prior_version)
+    world = _Renders(cfg, dev)
+    weights = _loss_weights(cfg).to(dev)
+    exp_scale = _expression_scale(version=cfg.prior_version).to(dev)
     log_path = out / "log.jsonl"
 
     def checkpoint() -> None:
@@ -398,7 +414,7 @@ def train_estimator(
 
     # The replay buffer (re-rendered on resume, from the resumed RNG).
     t0 = time.perf_counter()
-    z_buf = _draw_factors(cfg.buffer, cfg, rng)
+    z_buf = _draw_factors(cfg.buffer, cfg, rng).to(dev)
     x_buf = world.render(z_buf)
     elapsed += time.perf_counter() - t0
     pos = 0
@@ -408,12 +424,12 @@ def train_estimator(
         frac = min(step / max(cfg.schedule_steps, 1), 1.0)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
-        z_new = _draw_factors(cfg.renders_per_step, cfg, rng)
-        idx = (torch.arange(cfg.renders_per_step) + pos) % cfg.buffer
+        z_new = _draw_factors(cfg.renders_per_step, cfg, rng).to(dev)
+        idx = (torch.arange(cfg.renders_per_step, device=dev) + pos) % cfg.buffer
         z_buf[idx] = z_new
         x_buf[idx] = world.render(z_new)
         pos = (pos + cfg.renders_per_step) % cfg.buffer
-        pick = torch.randint(0, cfg.buffer, (cfg.batch,), generator=rng)
+        pick = torch.randint(0, cfg.buffer, (cfg.batch,), generator=rng).to(dev)
         n = min(cfg.batch, cfg.renders_per_step)
         pick[:n] = idx[:n]  # every fresh render is used at once
         x = augment(x_buf[pick], rng, cfg.blur_max * cfg.input_size / 64.0, cfg.noise_max)
