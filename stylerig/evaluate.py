@@ -60,6 +60,7 @@ from stylerig.evaluate_generator import (
     _resolve_embedder,
     measure_on_generator,
 )
+from stylerig.face.procedural import EXPRESSION_NAMES
 from stylerig.rignet import RigNet, load_rignet
 
 __all__ = [
@@ -474,8 +475,13 @@ def _outside_summary(pairs: EditPairs) -> dict[str, float | None]:
     return {"mean": mean(pairs.outside_change), "oracle_mean": mean(pairs.oracle_outside_change)}
 
 
-def _section(flat: Mapping[str, float], group: str, label: str) -> dict[str, Any]:
-    """The metrics.json section of one edited group from evaluate_on_world's flat keys."""
+def _section(
+    flat: Mapping[str, float], group: str, label: str, expression_names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The metrics.json section of one edited group from evaluate_on_world's flat keys.
+
+    ``expression_names`` (the face model's expression component names) turns the per-dimension
+    expression ratios into ``err_ratio_by_component`` {name: ratio}."""
     s: dict[str, Any] = {
         "rig": label,
         "err_before": flat.get(f"{group}_err_before"),
@@ -494,6 +500,10 @@ def _section(flat: Mapping[str, float], group: str, label: str) -> dict[str, Any
     }
     if by_term:
         s["err_ratio_by_sh_term"] = by_term
+    prefix = f"{group}_err_ratio_dim_"
+    by_dim = {int(k[len(prefix) :]): v for k, v in flat.items() if k.startswith(prefix)}
+    if by_dim and expression_names is not None:
+        s["err_ratio_by_component"] = {expression_names[k]: v for k, v in sorted(by_dim.items())}
     if group == "rotation":
         s["median_abs_err_deg"] = {a: flat.get(f"{a}_median_err_deg") for a in params.ROTATION_NAMES}
         s["median_abs_err_deg_within30"] = {
@@ -503,7 +513,9 @@ def _section(flat: Mapping[str, float], group: str, label: str) -> dict[str, Any
     oracle = {k[len("oracle_") :]: v for k, v in flat.items() if k.startswith("oracle_")}
     if oracle.get(f"{group}_err_ratio") is not None:
         # The perfect edit (evaluate_on_world's oracle): what the generator and the estimator let any rig reach.
-        s["oracle"] = {k: v for k, v in _section(oracle, group, "oracle").items() if k != "rig"}
+        s["oracle"] = {
+            k: v for k, v in _section(oracle, group, "oracle", expression_names).items() if k != "rig"
+        }
     return s
 
 
@@ -592,9 +604,10 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
             lm = s["landmark_rmse_px"]
             pair = f"{f(lm['before'], 2)} → {f(lm['after'], 2)}"
             lines.append(f"| `expression.landmark_rmse_px` (before → after) | {pair} | | | |")
-        for term, v in (s.get("err_ratio_by_sh_term") or {}).items():
-            o = oracle(f"{mode}.err_ratio_by_sh_term.{term}")
-            lines.append(f"| `{mode}.err_ratio_by_sh_term.{term}` | {f(v)} | {f(o)} | | |")
+        for kind in ("err_ratio_by_sh_term", "err_ratio_by_component"):
+            for name, v in (s.get(kind) or {}).items():
+                o = oracle(f"{mode}.{kind}.{name}")
+                lines.append(f"| `{mode}.{kind}.{name}` | {f(v)} | {f(o)} | | |")
         if mode == "pose":
             for a in params.ROTATION_NAMES:
                 v, o = s["median_abs_err_deg"][a], oracle(f"pose.median_abs_err_deg.{a}")
@@ -686,7 +699,7 @@ def _world_metrics(
         for g in rig.groups:
             mode = MODE_OF_GROUP[g]
             if mode not in metrics:
-                metrics[mode] = _section(flat, g, label)
+                metrics[mode] = _section(flat, g, label, EXPRESSION_NAMES)
         if len(rig.groups) > 1 and "joint" not in metrics:
             metrics["joint"] = {"rig": label} | {
                 k[len("joint_") :]: v for k, v in flat.items() if k.startswith("joint_")

@@ -152,6 +152,10 @@ def test_metrics_json_has_the_issue_keys(demo_dir):
     assert set(by_term) == {"constant", "y", "z", "x"}
     assert set(m["illumination"]["oracle"]["err_ratio_by_sh_term"]) == set(by_term)
     assert "illumination.err_ratio_by_sh_term.x" in (out / "evaluate" / "metrics.md").read_text()
+    # The expression by the world's named components (one expression coefficient per factor).
+    by_comp = m["expression"]["err_ratio_by_component"]
+    assert set(by_comp) == {"jaw_open", "smile", "eye_close", "brow_raise", "smile_asym", "mouth_stretch"}
+    assert set(m["expression"]["oracle"]["err_ratio_by_component"]) == set(by_comp)
 
 
 def test_pose_pairs_agree_with_evaluate_on_world(demo_dir):

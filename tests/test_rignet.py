@@ -531,3 +531,25 @@ def test_edit_metrics_break_the_light_down_by_sh_term() -> None:
         assert m[f"illumination_err_ratio_sh_{term}"] == pytest.approx(1.0)
     assert not any(f"illumination_err_ratio_sh_{t}" in m for t in params.SH_TERMS[4:])
     assert 0.0 < m["illumination_err_ratio"] < 1.0
+
+
+def test_edit_metrics_name_few_expression_components() -> None:
+    """With a few varying expression dimensions (the world's), each gets its own ratio; with many (a
+    Basel model's 64), none do."""
+    from stylerig.training.rignet import _std_and_active, edit_metrics
+
+    e = params.LAYOUT["expression"]
+    ref = _p(200, seed=9)
+    before, other = _p(40, seed=10), _p(40, seed=11)
+    target = params.replace(before, "expression", params.get(other, "expression"))
+    std, active = _std_and_active(ref)
+    m = edit_metrics(before, target, target, ("expression",), std, active)
+    assert not any(k.startswith("expression_err_ratio_dim_") for k in m)
+    ref[:, e.start + 3 :] = 0.0  # only dimensions 0, 1, 2 vary
+    std, active = _std_and_active(ref)
+    after = before.clone()
+    after[:, e.start + 1] = target[:, e.start + 1]  # the edit reaches dimension 1 only
+    m = edit_metrics(before, target, after, ("expression",), std, active)
+    assert m["expression_err_ratio_dim_1"] == 0.0
+    assert m["expression_err_ratio_dim_0"] == pytest.approx(1.0) == m["expression_err_ratio_dim_2"]
+    assert "expression_err_ratio_dim_3" not in m

@@ -20,7 +20,9 @@ estimator on the generator's image of ŵ (:func:`evaluate_on_world`):
   each group that must not change (identity, reflectance and the other controlled groups), and
   ``drift_ratio`` = the largest mean drift / the mean movement (the issue: <= 0.25);
   for illumination also ``err_ratio_sh_<term>``, the ratio of each SH term (:data:`params.SH_TERMS`)
-  pooled over the colours where it varies (which part of the light an edit reaches);
+  pooled over the colours where it varies (which part of the light an edit reaches); for expression,
+  when at most 16 of its dimensions vary (the world's named components), ``err_ratio_dim_<k>``, the
+  ratio of the mean |error| of expression dimension k;
 * pose also: median |error| per angle in degrees, over all pairs and over pairs whose target yaw is within
   ±30°, and the yaw transfer ratio = slope through 0 of achieved against requested yaw change.
 
@@ -219,6 +221,15 @@ def edit_metrics(
         out[f"{g}_err_after"] = float(ea.mean())
         out[f"{g}_err_ratio"] = float(ea.mean() / eb.mean().clamp_min(1e-12))
         out[f"{g}_moved"] = float(moved)
+        g_active = torch.nonzero(active[params.LAYOUT[g]]).flatten().tolist()
+        if (
+            g == "expression" and len(g_active) <= 16
+        ):  # a few named components (the world's): each one's ratio
+            for k in g_active:
+                j = params.LAYOUT[g].start + k
+                e_b = ((before - target)[:, j] / std[j]).abs().mean()
+                e_a = ((after - target)[:, j] / std[j]).abs().mean()
+                out[f"{g}_err_ratio_dim_{k}"] = float(e_a / e_b.clamp_min(1e-12))
         if g == "illumination":  # the ratio of each SH term, pooled over the colours (where it varies)
             s = params.LAYOUT[g]
             for k, term in enumerate(params.SH_TERMS):
