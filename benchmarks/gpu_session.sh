@@ -12,7 +12,7 @@
 # 4. benchmarks/bench_gpu.py: renderer parity (torch CPU / torch CUDA / nvdiffrast), renderer and
 #    generator throughput at float32 / float16 / bfloat16.
 # 5. The commands on the GPU with their own timers: sample, fit-dfr (both rasterizers), train-rignet,
-#    world build (plain and with a critic).
+#    world build (plain and with a critic), the world estimator recipe.
 # 6. Whatever time is left: `stylerig demo --device $DEV`; then (stage longrig) the same demo with a
 #    rig trained LONG_RIG_STEPS steps (default 12000, 5x the demo's) on the demo's set and DFR.
 # Each stage gets at most what is left of the budget; a stage that fails does not stop the next.
@@ -86,6 +86,9 @@ want commands || STAGES_SKIP_COMMANDS=1
 EST=stylerig/worlds/assets/world-estimator.safetensors
 [ -z "${STAGES_SKIP_COMMANDS:-}" ] && stage world_build_critic 60 $CLI world build --out "$T/world-critic" --steps 200 --device $DEV \
   --eval-every 100 --checkpoint-every 0 --critic "$EST" --critic-groups pose,expression
+
+[ -z "${STAGES_SKIP_COMMANDS:-}" ] && stage estimator_train 60 $PY -m stylerig.worlds.estimator_train \
+  --out "$T/estimator" --steps 300 --eval-every 100 --checkpoint-every 0 --threads 4 --device $DEV
 
 # 6. The demo with what is left.
 want demo && stage demo 600 $CLI demo --out "$T/demo" --device $DEV
