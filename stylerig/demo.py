@@ -207,7 +207,9 @@ def run_demo(
 
     def do_dfr() -> dict[str, str]:
         dc = dataclasses.replace(DFRConfig(), steps=cfg.dfr_steps, batch=cfg.dfr_batch, seed=cfg.seed)
-        if cfg.dfr_steps < dc.landmark_steps * 1.5:  # keep the DFR recipe's shape at fewer steps
+        if (
+            cfg.dfr_steps < 1200 * 1.5
+        ):  # keep the DFR recipe's shape (1,200-step landmark phase) at fewer steps
             dc = dataclasses.replace(
                 dc,
                 landmark_steps=int(cfg.dfr_steps * 0.6),

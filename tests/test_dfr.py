@@ -271,3 +271,15 @@ def test_training_on_cuda_leaves_the_cpu_world_on_the_cpu(tmp_path) -> None:
     FaceRenderer(fm, 64).to("cuda")
     assert world.face_model.mean_shape.device.type == "cpu"
     world.render(world.params([1]))  # the evaluate path that failed on a GPU
+
+
+def test_the_photometric_term_starts_at_the_same_share_of_any_run() -> None:
+    """A fixed start at step 1,200 put a 6,000-step run's onset near the peak learning rate (it diverged)."""
+    import dataclasses
+
+    assert DFRConfig().photo_start == 1200
+    assert DFRConfig(steps=6000).photo_start == 3600
+    assert dataclasses.replace(DFRConfig(), steps=6000).photo_start == 3600  # as the CLI and demo build it
+    assert DFRConfig(steps=6000, landmark_steps=100).photo_start == 100
+    assert DFRConfig(steps=6000).trainer_config().rewarm_at == 3600
+    assert DFRConfig(steps=6000).task_config()["landmark_steps"] == 3600

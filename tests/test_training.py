@@ -68,7 +68,7 @@ def test_second_warmup_ramps_the_schedule_from_its_step() -> None:
         TrainerConfig(steps=10, batch=1, lr=1.0, rewarm=-1).check()
     cfg = DFRConfig()
     assert (cfg.trainer_config().rewarm_at, cfg.trainer_config().rewarm) == (
-        cfg.landmark_steps,
+        cfg.photo_start,
         cfg.photo_ramp,
     )
     off = DFRConfig(photo_rewarm=False).trainer_config()
