@@ -588,7 +588,8 @@ def fit_dfr(
             write_run_json(
                 out,
                 "fit-dfr",
-                dict(arguments or {}) | {"config": asdict(cfg), "world_size": dist.world_size},
+                dict(arguments or {})
+                | {"config": asdict(cfg) | {"photo_start": cfg.photo_start}, "world_size": dist.world_size},
                 seed=cfg.seed,
                 assets={
                     "sample_set": {
