@@ -207,9 +207,8 @@ def run_demo(
 
     def do_dfr() -> dict[str, str]:
         dc = dataclasses.replace(DFRConfig(), steps=cfg.dfr_steps, batch=cfg.dfr_batch, seed=cfg.seed)
-        if (
-            cfg.dfr_steps < 1200 * 1.5
-        ):  # keep the DFR recipe's shape (1,200-step landmark phase) at fewer steps
+        # Keep the DFR recipe's shape (its 1,200-step landmark phase of 2,000) at fewer steps.
+        if cfg.dfr_steps < DFRConfig().photo_start * 1.5:
             dc = dataclasses.replace(
                 dc,
                 landmark_steps=int(cfg.dfr_steps * 0.6),

@@ -222,9 +222,8 @@ def edit_metrics(
         out[f"{g}_err_ratio"] = float(ea.mean() / eb.mean().clamp_min(1e-12))
         out[f"{g}_moved"] = float(moved)
         g_active = torch.nonzero(active[params.LAYOUT[g]]).flatten().tolist()
-        if (
-            g == "expression" and len(g_active) <= 16
-        ):  # a few named components (the world's): each one's ratio
+        # A few named components (the world's expressions): each one's ratio.
+        if g == "expression" and len(g_active) <= 16:
             for k in g_active:
                 j = params.LAYOUT[g].start + k
                 e_b = ((before - target)[:, j] / std[j]).abs().mean()
