@@ -209,6 +209,7 @@ def edit_metrics(
         drift keys, rather than a ratio of zeros.
     """
     before, target, after = before.float().cpu(), target.float().cpu(), after.float().cpu()
+    std, active = std.float().cpu(), active.cpu()  # (a GPU run's statistics may live on the GPU)
     out: dict[str, float] = {"n": float(before.shape[0])}
     for g in groups:
         if not bool(active[params.LAYOUT[g]].any()):
