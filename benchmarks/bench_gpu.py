@@ -24,7 +24,9 @@ the script itself: host clocks instead of CUDA events, every "GPU" row on the CP
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import functools
 import json
 import statistics
 import sys
@@ -199,6 +201,28 @@ def standin_speed(backend: str, batch: int, res: int = 224) -> dict:
     return {"full_fwd_bwd_ms_per_image": round(ms / batch, 4), "images_per_s": round(batch / ms * 1e3, 1)}
 
 
+@contextlib.contextmanager
+def _modconv_order(fused: bool | None):
+    """Force the evaluation order of every modulated convolution (None: the library's choice).
+
+    The library picks the fused order (per-sample weights, one grouped convolution) for batch 1 and for
+    reduced precision, the unfused one (a plain batched convolution) otherwise. NVIDIA's code runs
+    float16 unfused. On the H200 float16 was slower than float32 (docs/gpu.md): the ``*_unfused`` rows
+    time the other order.
+    """
+    from stylerig.gan import networks
+
+    if fused is None:
+        yield
+        return
+    original = networks.modulated_conv2d
+    networks.modulated_conv2d = functools.partial(original, fused=fused)
+    try:
+        yield
+    finally:
+        networks.modulated_conv2d = original
+
+
 def generator_speed(G, batch: int, z_dim: int, repeats: int) -> dict:
     G = copy.deepcopy(G).to(DEV).eval()
     torch.manual_seed(2)
@@ -206,13 +230,16 @@ def generator_speed(G, batch: int, z_dim: int, repeats: int) -> dict:
     out = {}
     with torch.no_grad():
         ref = G(z, noise_mode="const")
-        for name, dt in (
-            ("float32", torch.float32),
-            ("float16", torch.float16),
-            ("bfloat16", torch.bfloat16),
+        for name, dt, fused in (
+            ("float32", torch.float32, None),
+            ("float16", torch.float16, None),
+            ("bfloat16", torch.bfloat16, None),
+            ("float16_unfused", torch.float16, False),
+            ("bfloat16_unfused", torch.bfloat16, False),
         ):
-            ms = cuda_time(lambda dt=dt: G(z, noise_mode="const", dtype=dt), repeats=repeats, warmup=2)
-            img = G(z, noise_mode="const", dtype=dt)
+            with _modconv_order(fused):
+                ms = cuda_time(lambda dt=dt: G(z, noise_mode="const", dtype=dt), repeats=repeats, warmup=2)
+                img = G(z, noise_mode="const", dtype=dt)
             out[name] = {
                 "ms_per_batch": round(ms, 2),
                 "images_per_s": round(batch / ms * 1e3, 1),
