@@ -11,7 +11,8 @@
 #    between devices, half precision).
 # 4. benchmarks/bench_gpu.py: renderer parity (torch CPU / torch CUDA / nvdiffrast), renderer and
 #    generator throughput at float32 / float16 / bfloat16.
-# 5. The commands on the GPU with their own timers: sample, fit-dfr (both rasterizers), train-rignet,
+# 5. The commands on the GPU with their own timers: sample, fit-dfr (the full 2,000 steps with each
+#    rasterizer: an end-to-end comparison of the two), train-rignet,
 #    world build (plain and with a critic), the world estimator recipe.
 # 6. Whatever time is left: `stylerig demo --device $DEV`; then (stage longrig) the same demo with a
 #    rig trained LONG_RIG_STEPS steps (default 12000, 5x the demo's) on the demo's set and DFR.
@@ -79,8 +80,8 @@ want bench && stage bench_gpu 150 $PY benchmarks/bench_gpu.py --json "$OUT/bench
 CLI="$PY -m stylerig_cli"
 want commands || STAGES_SKIP_COMMANDS=1
 [ -z "${STAGES_SKIP_COMMANDS:-}" ] && stage sample_2000 60 $CLI sample --out "$T/set" --n 2000 --device $DEV
-[ -z "${STAGES_SKIP_COMMANDS:-}" ] && stage fit_dfr_torch 60 $CLI fit-dfr --data "$T/set" --out "$T/dfr-torch" --steps 300 --device $DEV --renderer torch
-[ -z "${STAGES_SKIP_COMMANDS:-}" ] && stage fit_dfr_nvdiffrast 60 $CLI fit-dfr --data "$T/set" --out "$T/dfr-nv" --steps 300 --device $DEV --renderer nvdiffrast
+[ -z "${STAGES_SKIP_COMMANDS:-}" ] && stage fit_dfr_torch 90 $CLI fit-dfr --data "$T/set" --out "$T/dfr-torch" --steps 2000 --device $DEV --renderer torch
+[ -z "${STAGES_SKIP_COMMANDS:-}" ] && stage fit_dfr_nvdiffrast 90 $CLI fit-dfr --data "$T/set" --out "$T/dfr-nv" --steps 2000 --device $DEV --renderer nvdiffrast
 [ -z "${STAGES_SKIP_COMMANDS:-}" ] && stage train_rignet_all 60 $CLI train-rignet --data "$T/set" --dfr "$T/dfr-torch" --mode all --out "$T/rig" --steps 300 --device $DEV
 [ -z "${STAGES_SKIP_COMMANDS:-}" ] && stage world_build 60 $CLI world build --out "$T/world" --steps 200 --device $DEV --eval-every 100 --checkpoint-every 0
 EST=stylerig/worlds/assets/world-estimator.safetensors
