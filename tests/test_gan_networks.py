@@ -291,3 +291,24 @@ def test_cached_weight_norms_follow_weight_changes() -> None:
     G.requires_grad_(True)
     G(z).square().mean().backward()
     assert G.synthesis.b16.conv1.weight.grad is not None and G.mapping.fc0.weight.grad is not None
+
+
+@pytest.mark.parametrize("up", [1, 2])
+def test_unfused_half_precision_does_not_overflow(up: int) -> None:
+    """Large activations and styles: x * styles overflows float16 unless weight and styles are brought
+    to unit max first, which demodulation makes free (same result as the float64 fused reference)."""
+    from stylerig.gan.networks import modulated_conv2d
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 8, 8) * 200
+    w = torch.randn(32, 64, 3, 3) * 3
+    st = torch.randn(2, 64) * 100
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    kw = {"up": up, "resample_filter": (f[:, None] * f[None]) / 64.0 if up == 2 else None}
+    naive = torch.nn.functional.conv2d(x.half() * st.half()[:, :, None, None], w.half(), padding=1)
+    assert not torch.isfinite(naive).all()  # the hazard is real at these magnitudes
+    ref = modulated_conv2d(x.double(), w.double(), st.double(), fused=True, **kw)
+    for ws in (None, w.square().sum([2, 3])):  # with and without the layer's cached weight norms
+        y = modulated_conv2d(x.half(), w, st, fused=False, weight_sq=ws, **kw)
+        assert y.dtype == torch.float16 and torch.isfinite(y).all()
+        assert (y.double() - ref).abs().max() <= 5e-3 * ref.abs().max()

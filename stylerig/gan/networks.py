@@ -234,6 +234,16 @@ def modulated_conv2d(
         fused = batch == 1 or x.dtype != torch.float32
     styles = styles.float()
     weight = weight.float()
+    if demodulate and not fused and x.dtype != torch.float32:
+        # Reduced precision, unfused: x * styles and its convolution can overflow float16 before the
+        # demodulation scales them back. Demodulation is invariant to a per-output-filter scale of the
+        # weight and a per-sample scale of the styles, so bring both to unit max first (as NVIDIA's
+        # float16 layers do); the result is the same up to the 1e-8 inside the square root.
+        wmax = weight.abs().amax(dim=[1, 2, 3], keepdim=True).clamp_min(1e-12)  # [O, 1, 1, 1]
+        weight = weight / wmax
+        styles = styles / styles.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
+        if weight_sq is not None:
+            weight_sq = weight_sq.float() / wmax.reshape(-1, 1).square()
 
     dcoefs = None
     if demodulate:
