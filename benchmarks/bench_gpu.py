@@ -112,19 +112,16 @@ def parity_face(world, res: int, n: int = 16) -> dict:
 
 
 def parity_raster_standin() -> dict:
-    from bench_render import face_standin
 
     from stylerig.render import camera as cam
 
     if not nvdiffrast_available() or DEV.type != "cuda":
         return {"skipped": "nvdiffrast not installed or no CUDA"}
-    v, tri = face_standin()
     B, res = 8, 224
     torch.manual_seed(1)
-    angles = (torch.rand(B, 3) - 0.5) * torch.tensor([1.2, 0.5, 0.3])
-    world = cam.rigid_transform(v.expand(B, -1, -1), angles, torch.zeros(B, 3))
-    pos = cam.project(world).to(DEV).contiguous()
-    tri = tri.to(DEV).int()
+    world, tri = _posed_standin((torch.rand(B, 3) - 0.5) * torch.tensor([1.2, 0.5, 0.3]))
+    pos = cam.project(world).contiguous()
+    tri = tri.int()
     ours = rasterize(pos, tri, (res, res), backend="torch")
     ref = rasterize(pos, tri, (res, res), backend="nvdiffrast")
     same = ours[..., 3] == ref[..., 3]
@@ -173,21 +170,39 @@ def render_speed(world, backend: str, res: int, batch: int) -> dict:
     }
 
 
+@functools.cache
+def _standin() -> tuple[torch.Tensor, torch.Tensor]:
+    """``bench_render.face_standin()``, built once (its triangulation takes seconds)."""
+    from bench_render import face_standin
+
+    return face_standin()
+
+
+def _posed_standin(angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stand-in in the head poses ``angles`` float [B, 3] (yaw, pitch, roll; radians): world-space
+    vertices float [B, V, 3] and triangles int64 [F, 3], both on DEV."""
+    from stylerig.render import camera as cam
+
+    v, tri = _standin()
+    B = angles.shape[0]
+    world = cam.rigid_transform(v.expand(B, -1, -1), angles, torch.zeros(B, 3))
+    return world.to(DEV), tri.to(DEV)
+
+
 def standin_speed(backend: str, batch: int, res: int = 224) -> dict:
     """The BFM-sized stand-in through normals + SH shading + rasterize + interpolate + L2, as
     ``bench_render.py``'s ``full_fwd_bwd`` (the cost of a real Basel face at 224x224)."""
-    from bench_render import face_standin
 
     from stylerig.render import camera as cam
     from stylerig.render.shading import sh_shade, vertex_normals
 
-    v, tri = face_standin()
     torch.manual_seed(3)
-    angles = torch.deg2rad(torch.empty(batch, 3).uniform_(-20, 20)) * torch.tensor([1.0, 0.5, 0.3])
-    world = cam.rigid_transform(v.expand(batch, -1, -1), angles, torch.zeros(batch, 3)).to(DEV)
-    tri, tri32 = tri.to(DEV), tri.to(DEV).int()
+    world, tri = _posed_standin(
+        torch.deg2rad(torch.empty(batch, 3).uniform_(-20, 20)) * torch.tensor([1.0, 0.5, 0.3])
+    )
+    tri32 = tri.int()
     world.requires_grad_(True)
-    albedo = torch.full((batch, v.shape[0], 3), 0.6, device=DEV, requires_grad=True)
+    albedo = torch.full((batch, world.shape[1], 3), 0.6, device=DEV, requires_grad=True)
     light = torch.zeros(batch, 27, device=DEV, requires_grad=True)
     target = torch.rand(batch, res, res, 3, device=DEV)
 

@@ -177,13 +177,19 @@ def _std_and_active(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return std.float(), active
 
 
+def _masked_rms(x: torch.Tensor, mask: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """rms over the dims where ``mask`` [257] is True of x [N, 257] / std -> [N] (0 when none is)."""
+    m = mask.to(x.device)
+    if not bool(m.any()):
+        return x.new_zeros(x.shape[0])
+    return (x[:, m] / std.to(x.device)[m]).pow(2).mean(-1).sqrt()
+
+
 def _group_rms(x: torch.Tensor, group: str, std: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
     """rms over the active dims of ``group`` of x [N, 257] / std -> [N] (0 when none is active)."""
-    s = params.LAYOUT[group]
-    a = active[s].to(x.device)
-    if not bool(a.any()):
-        return x.new_zeros(x.shape[0])
-    return (x[:, s][:, a] / std[s].to(x.device)[a]).pow(2).mean(-1).sqrt()
+    in_group = torch.zeros_like(active, dtype=torch.bool)
+    in_group[params.LAYOUT[group]] = True
+    return _masked_rms(x, active & in_group, std)
 
 
 def edit_metrics(
@@ -237,8 +243,8 @@ def edit_metrics(
                 rows[[s.start + k, s.start + 9 + k, s.start + 18 + k]] = True
                 a = active & rows
                 if bool(a.any()):
-                    e_b = ((before - target)[:, a] / std[a]).pow(2).mean(-1).sqrt().mean()
-                    e_a = ((after - target)[:, a] / std[a]).pow(2).mean(-1).sqrt().mean()
+                    e_b = _masked_rms(before - target, a, std).mean()
+                    e_a = _masked_rms(after - target, a, std).mean()
                     out[f"{g}_err_ratio_sh_{term}"] = float(e_a / e_b.clamp_min(1e-12))
         drifts = {}
         for h in params.GROUPS:
