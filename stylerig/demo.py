@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from stylerig.errors import AssetError, StylerigError
+
 __all__ = ["STAGES", "DemoConfig", "DemoProgress", "DemoResult", "StageRecord", "run_demo"]
 
 #: The stages in order.
@@ -164,9 +166,11 @@ def run_demo(
     """
     from stylerig.analysis import run_analysis
     from stylerig.devices import resolve_device
+    from stylerig.dfr import load_dfr
     from stylerig.editing import load_editor, run_mix, write_mix
     from stylerig.evaluate import evaluate
     from stylerig.outputs import write_json
+    from stylerig.rignet import load_rignet
     from stylerig.sampling import write_sample_set
     from stylerig.training.dfr import DFRConfig, fit_dfr
     from stylerig.training.rignet import RigConfig, train_rignet
@@ -181,8 +185,16 @@ def run_demo(
     stages: list[StageRecord] = []
     notes: list[str] = []
 
-    def stage(name: str, done: bool, fn: Callable[[], dict[str, str]], outputs: dict[str, str]) -> None:
+    def stage(
+        name: str,
+        done: bool,
+        fn: Callable[[], dict[str, str]],
+        outputs: dict[str, str],
+        verify: Callable[[], object] | None = None,
+    ) -> None:
         prog.stage(name, len(stages), len(STAGES), done)
+        if done and verify is not None:  # a skipped stage's output must still be usable
+            _verify_output(name, verify)
         t = time.perf_counter()
         got = outputs if done else fn()
         done = done or bool(got.pop("_skipped", ""))  # a stage that found its work already done
@@ -226,7 +238,13 @@ def run_demo(
         notes.extend(r.notes)
         return {"dfr": str(dfr_file), "figure3": str(d_dfr / "figure3.png")}
 
-    stage("fit-dfr", dfr_file.exists(), do_dfr, {"dfr": str(dfr_file), "figure3": str(d_dfr / "figure3.png")})
+    stage(
+        "fit-dfr",
+        dfr_file.exists(),
+        do_dfr,
+        {"dfr": str(dfr_file), "figure3": str(d_dfr / "figure3.png")},
+        verify=lambda: load_dfr(dfr_file),
+    )
 
     def do_rig() -> dict[str, str]:
         rc = RigConfig(
@@ -263,7 +281,13 @@ def run_demo(
         notes.extend(r.notes)
         return {"rig": str(rig_file)}
 
-    stage("train-rignet", rig_file.exists(), do_rig, {"rig": str(rig_file)})
+    stage(
+        "train-rignet",
+        rig_file.exists(),
+        do_rig,
+        {"rig": str(rig_file)},
+        verify=lambda: load_rignet(rig_file),
+    )
 
     mix_pngs = {f"mix_{label}": str(d_mix / f"mix_{label}.png") for label, _ in _MIX_GROUPS}
 
@@ -322,11 +346,14 @@ def run_demo(
         )
         return dict(ev_out)
 
-    stage("evaluate", (d_eval / "metrics.json").exists(), do_evaluate, dict(ev_out))
-
-    import json
-
-    metrics = json.loads((d_eval / "metrics.json").read_text())
+    stage(
+        "evaluate",
+        (d_eval / "metrics.json").exists(),
+        do_evaluate,
+        dict(ev_out),
+        verify=lambda: _read_metrics(d_eval / "metrics.json"),
+    )
+    metrics = _read_metrics(d_eval / "metrics.json")
     pictures = {
         "dfr_figure3": str(d_dfr / "figure3.png"),
         **mix_pngs,
@@ -354,3 +381,27 @@ def run_demo(
         seconds=seconds,
         notes=tuple(dict.fromkeys(notes)),
     )
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    """The evaluate stage's ``metrics.json`` (AssetError when it is not a readable JSON object)."""
+    import json
+
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise AssetError(f"cannot read {path} ({type(e).__name__})") from e
+    if not isinstance(metrics, dict):
+        raise AssetError(f"{path} does not hold a metrics object")
+    return metrics
+
+
+def _verify_output(stage: str, load: Callable[[], object]) -> None:
+    """Load a skipped stage's output; a damaged one stops the demo with the folder to delete."""
+    try:
+        load()
+    except StylerigError as e:
+        raise AssetError(
+            f"the demo's {stage} stage has an output already, but it is damaged: {e.message}",
+            hint="delete that stage's folder (or pass another --out) and run the demo again to redo it",
+        ) from e

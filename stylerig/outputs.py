@@ -7,22 +7,32 @@ good one was.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stylerig.errors import AssetError
+from stylerig.errors import AssetError, InputError
 
-__all__ = ["atomic_write", "run_info", "save_png", "write_json", "write_run_json"]
+__all__ = [
+    "atomic_write",
+    "claim_output_dir",
+    "run_info",
+    "save_png",
+    "staged_outputs",
+    "write_json",
+    "write_run_json",
+]
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -102,3 +112,82 @@ def write_run_json(
 ) -> Path:
     """Write ``run.json`` (see :func:`run_info`) into ``out_dir``."""
     return write_json(Path(out_dir) / "run.json", run_info(command, arguments, **kw))
+
+
+def claim_output_dir(out_dir: str | os.PathLike[str], command: str, *, accept: Iterable[str] = ()) -> Path:
+    """Check, before anything is written, that ``out_dir`` may take ``command``'s outputs.
+
+    A folder may be used when it does not exist yet, or when it holds no ``run.json`` and no sample set,
+    or when its ``run.json`` was written by ``command`` itself (a rerun or a resume) or by one of
+    ``accept``. Each command writes a folder of its own: a DFR trained into a rig's folder would
+    overwrite the rig's ``checkpoint.safetensors``, ``metrics.json`` and ``run.json``.
+
+    Args:
+        out_dir: the output folder. command: the ``command`` its ``run.json`` records (``fit-dfr`` ...).
+        accept: other commands whose folders this one may write into.
+
+    Returns:
+        ``Path(out_dir)``.
+
+    Raises:
+        InputError: ``out_dir`` is a file, or holds another command's outputs (or a sample set).
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"the output folder {out} is a file", hint="pass a folder path to --out")
+    run = out / "run.json"
+    other: str | None = None
+    if run.is_file():
+        try:
+            other = str(json.loads(run.read_text()).get("command"))
+        except (OSError, ValueError, AttributeError):
+            other = "an unreadable run.json"
+    elif (out / "manifest.json").is_file() and (out / "ws.npy").exists():
+        other = "sample"
+    if other is not None and other != command and other not in set(accept):
+        what = other if other.startswith("an ") else f"`stylerig {other}`"
+        raise InputError(
+            f"{out} already holds the outputs of {what}; `stylerig {command}` would overwrite them",
+            hint="choose another --out folder (every command writes a folder of its own)",
+        )
+    return out
+
+
+@contextlib.contextmanager
+def staged_outputs(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write a set of files as one: all of them, or (on any error) none.
+
+    Yields a staging folder inside ``out_dir``; write every file of the set there (any writer of this
+    module). When the block finishes, each file is renamed into ``out_dir`` (renames need no disk space,
+    so a full disk cannot stop them halfway); when it raises, the staging folder is removed and
+    ``out_dir`` keeps the previous run's files, all of them. Without this, a full disk half-way through
+    a set leaves a new ``edited.png`` beside an old ``edit.json``, each file whole but the set mixed.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> with staged_outputs(d) as stage:
+        ...     _ = write_json(stage / "a.json", {"x": 1})
+        >>> sorted(p.name for p in d.iterdir())
+        ['a.json']
+
+    Raises:
+        AssetError: ``out_dir`` cannot be created or written.
+    """
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    except OSError as e:
+        raise AssetError(
+            f"cannot write into {out}: {e.strerror or e}",
+            hint="check that the folder is writable and the disk has free space",
+        ) from e
+    try:
+        yield stage
+        for f in sorted(p for p in stage.rglob("*") if p.is_file()):
+            dest = out / f.relative_to(stage)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(f, dest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

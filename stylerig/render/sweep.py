@@ -108,29 +108,32 @@ def run_render_demo(
     Writes ``sweep.png`` (the labelled grid), ``mean.png`` (the mean face at 2x resolution) and
     ``run.json``. Returns a summary (paths, image count, seconds).
     """
-    from stylerig.outputs import save_png, write_run_json
+    from stylerig.outputs import claim_output_dir, save_png, staged_outputs, write_run_json
     from stylerig.viz import to_uint8
 
     t0 = time.perf_counter()
-    out = Path(out_dir)
+    out = claim_output_dir(out_dir, "render-demo")
     fm = face_model.to(device)
     renderer = FaceRenderer(fm, resolution, Camera(), backend=backend)  # type: ignore[arg-type]
     rows = default_sweep(fm, columns)
     grid = render_sweep(renderer, rows)
-    sweep = save_png(out / "sweep.png", grid)
     with torch.no_grad():
         p0 = params.replace(params.zeros(1), "illumination", key_light(1)).to(fm.mean_shape.device)
         big = FaceRenderer(fm, 2 * resolution, Camera(), backend=backend)(p0)  # type: ignore[arg-type]
-    mean = save_png(out / "mean.png", to_uint8(big.image)[0])
-    write_run_json(
-        out,
-        "render-demo",
-        {"resolution": resolution, "columns": columns, "backend": backend, "device": str(device)},
-        assets={"face_model": {"name": fm.name, "source": fm.source or "built-in", "licence": fm.licence}},
-    )
+    with staged_outputs(out) as stage:  # the three files land together or not at all
+        save_png(stage / "sweep.png", grid)
+        save_png(stage / "mean.png", to_uint8(big.image)[0])
+        write_run_json(
+            stage,
+            "render-demo",
+            {"resolution": resolution, "columns": columns, "backend": backend, "device": str(device)},
+            assets={
+                "face_model": {"name": fm.name, "source": fm.source or "built-in", "licence": fm.licence}
+            },
+        )
     return {
-        "sweep": str(sweep),
-        "mean": str(mean),
+        "sweep": str(out / "sweep.png"),
+        "mean": str(out / "mean.png"),
         "images": sum(r.p.shape[0] for r in rows) + 1,
         "seconds": round(time.perf_counter() - t0, 2),
     }

@@ -527,12 +527,12 @@ def fit_dfr(
         BackendUnavailableError: the device or renderer backend is not available.
     """
     from stylerig.devices import resolve_device
-    from stylerig.outputs import save_png, write_json, write_run_json
+    from stylerig.outputs import claim_output_dir, save_png, write_json, write_run_json
 
     t_start = time.perf_counter()
     cfg = config or DFRConfig()
     cfg.trainer_config().check()
-    out = Path(out_dir)
+    out = claim_output_dir(out_dir, "fit-dfr")
     dataset = data if isinstance(data, SampleSet) else SampleSet(data)
     if dataset.landmarks is None:
         raise InputError(

@@ -360,7 +360,9 @@ def train_estimator(
         raise InputError("need batch >= 1 and buffer >= renders_per_step >= 1")
     parse_factor_weights(cfg.factor_weights)  # a bad entry fails before anything is written
     dev = resolve_device(cfg.device)  # and so does a missing GPU
-    out = Path(out_dir)
+    from stylerig.outputs import claim_output_dir, write_run_json
+
+    out = claim_output_dir(out_dir, "stylerig.worlds.estimator_train")
     out.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -372,8 +374,6 @@ def train_estimator(
     ckpt = out / "checkpoint.safetensors"
     if resume and ckpt.is_file():
         step, elapsed = _load_checkpoint(ckpt, net, opt, rng, cfg)
-    from stylerig.outputs import write_run_json
-
     write_run_json(
         out, command="stylerig.worlds.estimator_train", arguments={**asdict(cfg), "seed": seed}, seed=seed
     )
