@@ -96,3 +96,19 @@ def test_the_demo_does_not_skip_a_damaged_stage(tmp_path: Path) -> None:
     (tmp_path / "metrics.json").write_text('{"pose": ')
     with pytest.raises(AssetError, match="metrics.json"):
         _read_metrics(tmp_path / "metrics.json")
+
+
+def test_fit_dfr_calls_a_target_it_cannot_measure_not_measured(tmp_path: Path, tiny_face) -> None:
+    from stylerig.training.dfr import DFRConfig, fit_dfr
+
+    data = write_tiny_set(tmp_path / "set", tiny_face)
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["generator"] = {"path": None, "world": True}  # a world set ...
+    del manifest["arrays"]["params"]  # ... without its truth
+    (data / "params.npy").unlink()
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    cfg = DFRConfig(steps=4, batch=4, val_every=0, checkpoint_every=0, landmark_steps=2, photo_ramp=1)
+    res = fit_dfr(data, tmp_path / "dfr", config=cfg, device="cpu", face_model=tiny_face)
+    targets = res.metrics["targets"]
+    assert targets["rotation_median_deg_yaw"] == {"target": "<= 1.5", "measured": False, "met": False}
+    assert targets["psnr_mask_db"]["measured"] is True

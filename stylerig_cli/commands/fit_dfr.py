@@ -130,7 +130,10 @@ def fit_dfr(
         f"PSNR inside the face mask: {m['psnr_mask_db']:.2f} dB (median {m['psnr_mask_db_median']:.2f})"
     )
     for key, v in (m.get("targets") or {}).items():
-        lines.append(f"  target {key} {v['target']}: {'[green]met[/]' if v['met'] else '[red]missed[/]'}")
+        verdict = "[green]met[/]" if v["met"] else "[red]missed[/]"
+        if not v.get("measured", True):
+            verdict = "[yellow]not measured[/] (the set has no params.npy)"
+        lines.append(f"  target {key} {v['target']}: {verdict}")
     lines.append(f"wrote {escape(str(out))}/dfr.safetensors, metrics.json, figure3.png")
     for line in lines:
         console.print(line, highlight=False)
