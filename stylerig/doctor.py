@@ -10,8 +10,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from stylerig.errors import InputError
 
 __all__ = ["Check", "run_checks"]
 
@@ -166,21 +169,31 @@ def _generator_checks(search: list[Path]) -> list[Check]:
     return out
 
 
-def run_checks(search: list[Path] | None = None) -> list[Check]:
+def run_checks(search: list[Path] | None = None, *, extra: Sequence[Path] = ()) -> list[Check]:
     """Run every check.
 
     Args:
         search: folders to look in for face models and generator checkpoints (default: the current
-            folder, ``./BFM`` and ``$STYLERIG_DATA`` when set).
+            folder, ``./BFM`` and ``$STYLERIG_DATA`` when set); those that do not exist are skipped.
+        extra: folders a person asked for (``--search``), looked in as well; each must exist.
 
     Returns:
         The checks, grouped by area in a stable order.
+
+    Raises:
+        InputError: a folder of ``extra`` does not exist or is not a folder.
     """
     if search is None:
         search = [Path.cwd(), Path.cwd() / "BFM"]
         if os.environ.get("STYLERIG_DATA"):
             search.append(Path(os.environ["STYLERIG_DATA"]))
-    search = [s for s in search if s.is_dir()]
+    for folder in extra:
+        if not Path(folder).is_dir():
+            what = "is a file, not a folder" if Path(folder).exists() else "does not exist"
+            raise InputError(
+                f"--search {folder} {what}", hint="pass a folder that holds face models or generators"
+            )
+    search = [s for s in [*search, *map(Path, extra)] if s.is_dir()]
     return (
         _torch_checks()
         + _renderer_checks()

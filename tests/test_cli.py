@@ -33,6 +33,16 @@ def test_doctor_lists_every_area(capsys):
     assert "nvdiffrast" in out and "fix:" in out
 
 
+def test_doctor_refuses_a_search_folder_that_is_not_there(tmp_path, capsys):
+    code, out, err = run(["doctor", "--search", str(tmp_path / "nope")], capsys)
+    assert code == 2 and "does not exist" in out + err and "Traceback" not in out + err
+    (tmp_path / "f").write_text("x")
+    code, out, err = run(["doctor", "--search", str(tmp_path / "f")], capsys)
+    assert code == 2 and "is a file" in out + err
+    code, out, _ = run(["doctor", "--search", str(tmp_path)], capsys)
+    assert code == 0
+
+
 def test_render_demo_writes_grid_and_record(tmp_path, tiny_face, capsys):
     fm_path = tmp_path / "tiny.safetensors"
     tiny_face.save(fm_path)

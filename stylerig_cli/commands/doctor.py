@@ -26,8 +26,7 @@ def doctor(
     generators), each with the exact step to fix what is missing."""
     from stylerig.doctor import run_checks
 
-    folders = [Path.cwd(), Path.cwd() / "BFM", *search] if search else None
-    checks = run_checks(folders)
+    checks = run_checks(extra=search or ())
     width = max(len(c.name) for c in checks)
     area = None
     for c in checks:
