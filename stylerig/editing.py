@@ -38,6 +38,7 @@ has no fine group (and below 16², no middle one).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -53,9 +54,10 @@ import torch
 
 from stylerig import params
 from stylerig.dfr import DFR, load_dfr
-from stylerig.errors import AssetError, InputError
+from stylerig.errors import AssetError, InputError, StylerigError
 from stylerig.gan import Generator
 from stylerig.rignet import RigNet, load_rignet
+from stylerig.tensorfile import looks_like_npy, read_npy
 
 __all__ = [
     "ANGLE_NAMES",
@@ -306,14 +308,23 @@ def _light_direction(sh: torch.Tensor) -> dict[str, float]:
 def _read_vector(
     path: str | os.PathLike[str], size: int, what: str, names: Sequence[str] | None
 ) -> torch.Tensor:
-    """A float vector [size] from ``.npy`` or ``.json`` (a list, or for expressions {component: value})."""
+    """A float vector [size] from ``.npy`` or ``.json`` (a list, or for expressions {component: value}).
+
+    Returns:
+        float32 [size].
+
+    Raises:
+        AssetError: the file is missing or unreadable. InputError: it holds other than ``size`` finite
+        numbers (or, for expressions, an unknown component name).
+    """
     p = Path(path)
+    hint = f"pass a .npy or .json of {size} numbers"
     if not p.is_file():
-        raise AssetError(f"{what} file {p} not found", hint=f"pass a .npy or .json of {size} numbers")
-    try:
-        if p.suffix.lower() == ".npy":
-            arr = np.load(p, allow_pickle=False)
-        else:
+        raise AssetError(f"{what} file {p} not found", hint=hint)
+    if p.suffix.lower() != ".json" and looks_like_npy(p):
+        arr = read_npy(p, what=what, hint=hint, dtype=np.float64)
+    else:
+        try:
             obj = json.loads(p.read_text(encoding="utf-8"))
             if isinstance(obj, dict):
                 arr = np.zeros(size)
@@ -321,11 +332,19 @@ def _read_vector(
                     arr[_expression_index(str(k).lower(), names)] = float(v)
             else:
                 arr = np.asarray(obj, dtype=np.float64)
-    except (OSError, ValueError, TypeError) as e:
-        raise AssetError(f"cannot read {what} file {p} ({type(e).__name__}: {e})") from e
-    arr = np.asarray(arr, dtype=np.float64).reshape(-1)
-    if arr.shape != (size,) or not np.isfinite(arr).all():
-        raise InputError(f"{what} file {p} must hold {size} finite numbers, got shape {list(arr.shape)}")
+        except StylerigError:
+            raise
+        except (OSError, ValueError, TypeError) as e:
+            detail = " ".join(str(e).split())
+            raise AssetError(f"cannot read {what} file {p} ({type(e).__name__}: {detail})", hint=hint) from e
+    if arr.size != size:
+        raise InputError(f"{what} file {p} has shape {list(arr.shape)}; expected {size} numbers", hint=hint)
+    arr = arr.reshape(-1)
+    bad = int(size - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise InputError(
+            f"{what} file {p} has {bad} NaN or infinite value{'s' if bad != 1 else ''}", hint=hint
+        )
     return torch.from_numpy(arr).float()
 
 
@@ -423,6 +442,7 @@ class Editor:
 
         if self.generator is None:
             raise InputError("codes from seeds need the generator")
+        _check_truncation(truncation)
         return sample_ws(self.generator, list(seeds), mix_max=1, truncation_psi=truncation).to(self.device)
 
     def apply(self, ws: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -752,6 +772,7 @@ def build_target(
         p = params.replace(p, "illumination", _light_vector(request.light).to(p).expand(p.shape[0], -1))
     if sweep is None:
         return p
+    _check_sweep_conflicts(request, sweep, expression_names)
     if p.shape[0] != 1:
         raise InputError("a sweep edits one code at a time")
     frames = p.repeat(len(sweep.values), 1)
@@ -771,6 +792,29 @@ def build_target(
 
 
 _FRONT_KEY = {"elevation": 20.0, "strength": 0.55}
+
+
+def _check_sweep_conflicts(request: EditRequest, sweep: Sweep, names: Sequence[str] | None) -> None:
+    """InputError when the request also sets the value the sweep sets in every frame (it would be lost)."""
+    clash = None
+    if sweep.name in ANGLE_NAMES:
+        if sweep.name in request.angles:
+            clash = f"--{sweep.name}"
+        elif sweep.name in request.deltas:
+            clash = f"--delta-{sweep.name}"
+    elif sweep.name == "light-azimuth":
+        if request.light is not None:
+            clash = "--light"
+    else:
+        i = _expression_index(sweep.name, names)
+        for k in request.expr:
+            if _expression_index(str(k).lower(), names) == i:
+                clash = f"--expr {k}"
+    if clash is not None:
+        raise InputError(
+            f"--sweep {sweep.name} conflicts with {clash}: the sweep sets {sweep.name} in every frame",
+            hint=f"drop {clash} or the sweep",
+        )
 
 
 def sweep_group(sweep: Sweep) -> str:
@@ -894,31 +938,56 @@ class EditResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def load_latent(path: str | os.PathLike[str], num_ws: int, w_dim: int) -> torch.Tensor:
-    """A W+ code from ``.npy``: [num_ws, w_dim], [1, num_ws, w_dim], or one w [w_dim] / [1, w_dim]
-    (repeated over the slots). Returns float32 [1, num_ws, w_dim]."""
-    p = Path(path)
-    if not p.is_file():
-        raise AssetError(
-            f"latent file {p} not found", hint="pass a .npy written by `stylerig edit` or a W+ code"
-        )
-    try:
-        arr = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise AssetError(
-            f"cannot read latent {p} ({type(e).__name__}: {e})", hint="pass a numpy .npy file"
-        ) from e
-    a = np.asarray(arr, dtype=np.float32)
+_LATENT_HINT = "pass a .npy written by `stylerig edit` (edited_ws.npy) or a W+ code saved with numpy.save"
+
+
+def _as_wplus(a: np.ndarray, src: str, num_ws: int, w_dim: int) -> torch.Tensor:
+    """float32 [1, num_ws, w_dim] from a finite array [num_ws, w_dim], [1, num_ws, w_dim], [w_dim] or
+    [1, w_dim] (one w, repeated over the slots); InputError naming ``src`` for any other shape."""
+    shape = list(a.shape)
     if a.shape in ((w_dim,), (1, w_dim)):
         a = np.broadcast_to(a.reshape(1, 1, w_dim), (1, num_ws, w_dim))
     elif a.shape == (num_ws, w_dim):
         a = a[None]
-    if a.shape != (1, num_ws, w_dim) or not np.isfinite(a).all():
+    if a.shape != (1, num_ws, w_dim):
         raise InputError(
-            f"latent {p} has shape {list(arr.shape)}; expected [{num_ws}, {w_dim}] (W+), [1, {num_ws}, {w_dim}] "
-            f"or [{w_dim}] (finite values)",
+            f"latent {src} has shape {shape}; expected [{num_ws}, {w_dim}] (W+), [1, {num_ws}, {w_dim}] "
+            f"or [{w_dim}] (one w)",
+            hint=_LATENT_HINT,
         )
-    return torch.from_numpy(np.ascontiguousarray(a))
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def load_latent(path: str | os.PathLike[str], num_ws: int, w_dim: int) -> torch.Tensor:
+    """A W+ code from ``.npy``: [num_ws, w_dim], [1, num_ws, w_dim], or one w [w_dim] / [1, w_dim]
+    (repeated over the slots). Returns float32 [1, num_ws, w_dim].
+
+    Raises:
+        AssetError: the file is missing or not a readable ``.npy`` (:func:`~stylerig.tensorfile.read_npy`).
+        InputError: it holds no real numbers, NaN or infinite values, or another shape.
+    """
+    p = Path(path)
+    return _as_wplus(read_npy(p, what="latent", hint=_LATENT_HINT), str(p), num_ws, w_dim)
+
+
+def _latent_tensor(latent: torch.Tensor, num_ws: int, w_dim: int) -> torch.Tensor:
+    """A W+ code given as a tensor (shapes as :func:`load_latent`) -> float32 [1, num_ws, w_dim] on CPU."""
+    a = latent.detach().to("cpu", torch.float32).numpy()
+    bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+    if bad:
+        raise InputError(
+            f"the latent tensor has {bad} NaN or infinite value{'s' if bad != 1 else ''}",
+            hint="pass a finite W+ code",
+        )
+    return _as_wplus(a, "tensor", num_ws, w_dim)
+
+
+def _check_truncation(truncation: float) -> None:
+    """InputError for a non-finite truncation psi (the wording of ``stylerig sample``)."""
+    if not math.isfinite(float(truncation)):
+        raise InputError(
+            f"truncation must be finite, got {truncation}", hint="pass a number such as 0.7 (1 = none)"
+        )
 
 
 def run_edit(
@@ -949,6 +1018,9 @@ def run_edit(
     request = request or EditRequest()
     if (seed is None) == (latent is None):
         raise InputError("give exactly one of --seed and --latent")
+    _check_truncation(truncation)
+    # Resolve names, files and conflicts first: a bad name is reported as such, not as a missing rig.
+    build_target(params.zeros(1), request, expression_names=editor.expression_names, sweep=sweep)
     groups = set(request.groups()) | ({sweep_group(sweep)} if sweep else set())
     _check_covered(editor, [g for g in params.GROUPS if g in groups], "the edit")
     if world_estimate and editor.world is None:
@@ -956,7 +1028,7 @@ def run_edit(
     if seed is not None:
         ws = editor.codes_from_seeds([int(seed)], truncation)
     elif isinstance(latent, torch.Tensor):
-        ws = latent.to(editor.device, torch.float32).reshape(1, editor.num_ws, -1)
+        ws = _latent_tensor(latent, editor.num_ws, editor.dfr.w_dim).to(editor.device)
     else:
         assert latent is not None
         ws = load_latent(latent, editor.num_ws, editor.dfr.w_dim).to(editor.device)
@@ -1000,27 +1072,30 @@ def run_edit(
     )
 
 
-def _edit_paths(out: Path) -> dict[str, Path]:
-    """File mode (``out`` ends in .png: siblings named after its stem) or folder mode."""
+def _edit_paths(out: Path) -> tuple[Path, dict[str, str | None]]:
+    """-> (the folder the files go to, role -> file name there).
+
+    File mode (``out`` ends in .png: siblings named after its stem, no run.json) or folder mode.
+    """
     if out.suffix.lower() == ".png":
-        stem = out.with_suffix("")
-        return {
-            "image": out,
-            "comparison": Path(f"{stem}-comparison.png"),
-            "ws": out.with_suffix(".npy"),
-            "json": out.with_suffix(".json"),
-            "strip": Path(f"{stem}-strip.png"),
-            "gif": out.with_suffix(".gif"),
-            "run": None,  # type: ignore[dict-item]
+        stem = out.stem
+        return out.parent, {
+            "image": out.name,
+            "comparison": f"{stem}-comparison.png",
+            "ws": f"{stem}.npy",
+            "json": f"{stem}.json",
+            "strip": f"{stem}-strip.png",
+            "gif": f"{stem}.gif",
+            "run": None,
         }
-    return {
-        "image": out / "edited.png",
-        "comparison": out / "comparison.png",
-        "ws": out / "edited_ws.npy",
-        "json": out / "edit.json",
-        "strip": out / "sweep.png",
-        "gif": out / "sweep.gif",
-        "run": out / "run.json",
+    return out, {
+        "image": "edited.png",
+        "comparison": "comparison.png",
+        "ws": "edited_ws.npy",
+        "json": "edit.json",
+        "strip": "sweep.png",
+        "gif": "sweep.gif",
+        "run": "run.json",
     }
 
 
@@ -1043,98 +1118,118 @@ def write_edit(
     ``comparison.png``, ``edited_ws.npy``, ``edit.json``, ``run.json`` (with a sweep: ``sweep.png``,
     ``sweep.gif``). The W+ file is float32 [num_ws, w_dim] (one edit) or [N, num_ws, w_dim] (a sweep).
 
+    The files are written as one set (:func:`stylerig.outputs.staged_outputs`): all of them land, or
+    (a full disk, an error) none does and an earlier edit there stays whole. Files of an earlier edit
+    that this one does not write (``comparison.png`` before a sweep, ``sweep.gif`` before a single
+    edit) are removed once the new set has landed.
+
     Returns:
         role -> path of every file written.
+
+    Raises:
+        InputError: the folder holds another command's outputs (a DFR, a rig, a sample set).
+        AssetError: the files cannot be written (permissions, full disk); nothing is changed.
     """
     import io
 
     import imageio.v3 as iio
 
-    from stylerig.outputs import atomic_write, run_info, save_png, write_json
+    from stylerig.outputs import (
+        atomic_write,
+        claim_output_dir,
+        run_info,
+        save_png,
+        staged_outputs,
+        write_json,
+    )
     from stylerig.viz import labelled_grid, titled_panels, to_uint8
 
-    paths = _edit_paths(Path(out))
+    folder, names_of = _edit_paths(Path(out))
+    claim_output_dir(folder, "edit")
+    final = {k: folder / v for k, v in names_of.items() if v is not None}
     before = to_uint8(result.images_before)[0]
     after = to_uint8(result.images_after)
     written: dict[str, str] = {}
-    if sweep is None:
-        save_png(paths["image"], after[0])
-        written["image"] = str(paths["image"])
-        grid = labelled_grid([[before, after[0]]], [""], ["original", "edited"], label_width=4)
-    else:
-        strip = labelled_grid([[before, *after]], [""], ["original", *result.labels], label_width=4)
-        save_png(paths["strip"], strip)
-        written["strip"] = str(paths["strip"])
+    with staged_outputs(folder) as stage:
+        paths = {k: stage / v for k, v in names_of.items() if v is not None}
+
+        def wrote(role: str) -> None:
+            written[role] = str(final[role])
+
+        if sweep is None:
+            save_png(paths["image"], after[0])
+            wrote("image")
+            grid = labelled_grid([[before, after[0]]], [""], ["original", "edited"], label_width=4)
+        else:
+            strip = labelled_grid([[before, *after]], [""], ["original", *result.labels], label_width=4)
+            save_png(paths["strip"], strip)
+            wrote("strip")
+            buf = io.BytesIO()
+            # Each frame under its caption (also keeps identical images as separate frames), there and back.
+            captioned = [titled_panels([a], [lab]) for a, lab in zip(after, result.labels, strict=True)]
+            frames = np.stack(captioned + captioned[::-1][1:-1])
+            iio.imwrite(buf, frames, extension=".gif", duration=int(gif_seconds_per_frame * 1000), loop=0)
+            atomic_write(paths["gif"], buf.getvalue())
+            wrote("gif")
+            grid = strip
+            save_png(paths["image"], after[len(after) // 2])
+            wrote("image")
+        if sweep is None:
+            save_png(paths["comparison"], grid)
+            wrote("comparison")
         buf = io.BytesIO()
-        # Each frame under its caption (also keeps identical images as separate frames), there and back.
-        captioned = [titled_panels([a], [lab]) for a, lab in zip(after, result.labels, strict=True)]
-        frames = np.stack(captioned + captioned[::-1][1:-1])
-        iio.imwrite(buf, frames, extension=".gif", duration=int(gif_seconds_per_frame * 1000), loop=0)
-        atomic_write(paths["gif"], buf.getvalue())
-        written["gif"] = str(paths["gif"])
-        grid = strip
-        save_png(paths["image"], after[len(after) // 2])
-        written["image"] = str(paths["image"])
-    if sweep is None:
-        save_png(paths["comparison"], grid)
-        written["comparison"] = str(paths["comparison"])
-    buf = io.BytesIO()
-    ws_out = result.ws_edited.numpy().astype(np.float32)
-    np.save(buf, ws_out[0] if sweep is None else ws_out)
-    atomic_write(paths["ws"], buf.getvalue())
-    written["ws"] = str(paths["ws"])
+        ws_out = result.ws_edited.numpy().astype(np.float32)
+        np.save(buf, ws_out[0] if sweep is None else ws_out)
+        atomic_write(paths["ws"], buf.getvalue())
+        wrote("ws")
 
-    names = editor.expression_names
-    frames_json = []
-    for i, label in enumerate(result.labels):
-        f: dict[str, Any] = {
-            "label": label,
-            "target": describe_params(result.p_target[i], names),
-            "after_dfr": describe_params(result.p_after[i], names),
+        names = editor.expression_names
+        frames_json = []
+        for i, label in enumerate(result.labels):
+            f: dict[str, Any] = {
+                "label": label,
+                "target": describe_params(result.p_target[i], names),
+                "after_dfr": describe_params(result.p_after[i], names),
+            }
+            if result.world_after is not None:
+                f["after_world_estimate"] = describe_params(result.world_after[i], names)
+            frames_json.append(f)
+        before_json: dict[str, Any] = {"dfr": describe_params(result.p_before[0], names)}
+        if result.truth_before is not None:
+            before_json["world_truth"] = describe_params(result.truth_before[0], names)
+        if result.world_before is not None:
+            before_json["world_estimate"] = describe_params(result.world_before[0], names)
+        doc: dict[str, Any] = {
+            "source": dict(source or {}),
+            "requested": (request or EditRequest()).as_dict() | ({"sweep": sweep.text} if sweep else {}),
+            "rigs": editor.rig_info(),
+            "applied": "rigs in the order listed, each to the previous one's output; the target is "
+            "F(original) changed as requested",
+            "dfr": editor.dfr_path,
+            "generator": editor.generator_info,
+            "units": "angles in degrees; expression in standard deviations; illumination = 27 SH values "
+            "(3 channels x 9) added to the ambient 0.8; light = the key light's direction (+azimuth = "
+            "from image right, +elevation = from above)",
+            "before": before_json,
+            "frames": frames_json,
+            "warnings": list(result.warnings),
+            "notes": list(editor.notes),
+            "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+            "files": dict(written),
         }
-        if result.world_after is not None:
-            f["after_world_estimate"] = describe_params(result.world_after[i], names)
-        frames_json.append(f)
-    before_json: dict[str, Any] = {"dfr": describe_params(result.p_before[0], names)}
-    if result.truth_before is not None:
-        before_json["world_truth"] = describe_params(result.truth_before[0], names)
-    if result.world_before is not None:
-        before_json["world_estimate"] = describe_params(result.world_before[0], names)
-    doc: dict[str, Any] = {
-        "source": dict(source or {}),
-        "requested": (request or EditRequest()).as_dict() | ({"sweep": sweep.text} if sweep else {}),
-        "rigs": editor.rig_info(),
-        "applied": "rigs in the order listed, each to the previous one's output; the target is F(original) "
-        "changed as requested",
-        "dfr": editor.dfr_path,
-        "generator": editor.generator_info,
-        "units": "angles in degrees; expression in standard deviations; illumination = 27 SH values "
-        "(3 channels x 9) added to the ambient 0.8; light = the key light's direction (+azimuth = "
-        "from image right, +elevation = from above)",
-        "before": before_json,
-        "frames": frames_json,
-        "warnings": list(result.warnings),
-        "notes": list(editor.notes),
-        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
-        "files": dict(written),
-    }
-    if paths["run"] is None:
-        doc["run"] = run_info(
-            "edit", dict(arguments or {}), seed=(source or {}).get("seed"), assets=_assets(editor)
-        )
-    write_json(paths["json"], doc)
-    written["json"] = str(paths["json"])
-    if paths["run"] is not None:
-        from stylerig.outputs import write_run_json
-
-        write_run_json(
-            paths["run"].parent,
-            "edit",
-            dict(arguments or {}),
-            seed=(source or {}).get("seed"),
-            assets=_assets(editor),
-        )
-        written["run"] = str(paths["run"])
+        run = run_info("edit", dict(arguments or {}), seed=(source or {}).get("seed"), assets=_assets(editor))
+        if "run" not in paths:
+            doc["run"] = run
+        write_json(paths["json"], doc)
+        wrote("json")
+        if "run" in paths:
+            write_json(paths["run"], run)
+            wrote("run")
+    # The new set has landed: files an earlier edit wrote here that this one did not are stale.
+    for role, path in final.items():
+        if role not in written:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
     return written
 
 
@@ -1249,6 +1344,7 @@ def run_mix(
     from stylerig.viz import to_uint8
 
     t0 = time.perf_counter()
+    _check_truncation(truncation)
     if not sources or not targets:
         raise InputError("give at least one source and one target seed")
     if len(sources) * len(targets) > 256:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -510,3 +511,222 @@ def test_conditional_sampling(tiny, tmp_path: Path, capsys) -> None:
     ):
         code, _, err = _run_cli([*base, "--out", str(tmp_path / "bad"), *argv], capsys)
         assert code == 2 and err.startswith("error:") and what in err, err
+
+
+# ----------------------------------------------------------------------------------------------------
+# Input validation (audit): bad .npy files, NaN codes, non-finite truncation, names, conflicts, outputs.
+
+
+def _bad_npy_files(root: Path) -> dict[str, Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    files = {
+        "strings": root / "strings.npy",
+        "npz": root / "arch.npz",
+        "empty": root / "empty.npy",
+        "objects": root / "objects.npy",
+        "truncated": root / "truncated.npy",
+        "text": root / "text.npy",
+    }
+    np.save(files["strings"], np.array(["a", "b"]))
+    np.savez(files["npz"], a=np.zeros(3))
+    files["empty"].write_bytes(b"")
+    np.save(files["objects"], np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(files["truncated"], np.zeros((6, 16), np.float32))
+    files["truncated"].write_bytes(files["truncated"].read_bytes()[:60])
+    files["text"].write_text("1 2 3\n")
+    return files
+
+
+def test_read_npy_turns_every_bad_file_into_one_error(tmp_path: Path) -> None:
+    from stylerig.errors import AssetError
+    from stylerig.tensorfile import read_npy
+
+    bad = _bad_npy_files(tmp_path)
+    want = {
+        "strings": (InputError, "text values"),
+        "npz": (AssetError, ".npz archive"),
+        "empty": (AssetError, "is empty"),
+        "objects": (AssetError, "not a readable .npy"),
+        "truncated": (AssetError, "not a readable .npy"),
+        "text": (AssetError, "not a .npy file"),
+    }
+    for name, path in bad.items():
+        kind, what = want[name]
+        with pytest.raises(kind, match=re.escape(what)) as ex:
+            read_npy(path, what="latent", hint="pass a good file")
+        assert str(path) in ex.value.message and "\n" not in ex.value.message and ex.value.hint, name
+    with pytest.raises(AssetError, match="not found"):
+        read_npy(tmp_path / "none.npy", what="latent", hint="h")
+    np.save(tmp_path / "ints.npy", np.arange(4))
+    out = read_npy(tmp_path / "ints.npy", what="latent", hint="h")
+    assert out.dtype == np.float32 and out.tolist() == [0, 1, 2, 3]
+
+
+def test_load_latent_and_vector_files_reject_unreadable_npy(tmp_path: Path) -> None:
+    from stylerig.editing import load_latent
+    from stylerig.errors import StylerigError
+
+    for name, path in _bad_npy_files(tmp_path).items():
+        with pytest.raises(StylerigError, match="latent file"):
+            load_latent(path, 6, 16)
+        for field, what in (("expression", "expression file"), ("light", "light file")):
+            with pytest.raises(StylerigError, match=what):
+                build_target(params.zeros(1), EditRequest(**{field: str(path)}))
+        assert name
+
+
+@pytest.mark.parametrize("flag", ["--latent", "--expression", "--light"])
+@pytest.mark.parametrize("kind", ["strings", "npz", "empty"])
+def test_cli_edit_bad_npy_is_one_line(tiny, tmp_path: Path, capsys, flag: str, kind: str) -> None:
+    path = _bad_npy_files(tmp_path / "in")[kind]
+    src = [] if flag == "--latent" else ["--seed", "1"]
+    code, _, err = _run_cli(
+        ["edit", "-r", str(tiny["all"]), "--out", str(tmp_path / "o"), *src, flag, str(path)], capsys
+    )
+    assert code == 2 and "Traceback" not in err and err.count("error:") == 1, err
+    assert path.name in err and "hint:" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_latent_with_nan_says_so_not_shape(tmp_path: Path) -> None:
+    from stylerig.editing import load_latent
+
+    a = np.zeros((6, 16), np.float32)
+    a[0, 0], a[2, 3] = np.nan, np.inf
+    np.save(tmp_path / "nan.npy", a)
+    with pytest.raises(InputError) as ex:
+        load_latent(tmp_path / "nan.npy", 6, 16)
+    assert "2 NaN or infinite values" in ex.value.message and "shape" not in ex.value.message
+    np.save(tmp_path / "shape.npy", np.zeros((3, 16), np.float32))
+    with pytest.raises(InputError) as ex:
+        load_latent(tmp_path / "shape.npy", 6, 16)
+    assert "shape [3, 16]" in ex.value.message and "finite" not in ex.value.message
+    e = np.zeros(64)
+    e[5] = np.nan
+    np.save(tmp_path / "e.npy", e)
+    with pytest.raises(InputError, match="1 NaN or infinite value"):
+        build_target(params.zeros(1), EditRequest(expression=str(tmp_path / "e.npy")))
+
+
+def test_nonfinite_truncation_is_refused(tiny, tmp_path: Path, capsys) -> None:
+    from stylerig.editing import run_mix
+
+    ed = load_editor([tiny["pose"]])
+    for psi in (math.nan, math.inf, -math.inf):
+        with pytest.raises(InputError, match="truncation must be finite"):
+            run_edit(ed, seed=1, truncation=psi)
+        with pytest.raises(InputError, match="truncation must be finite"):
+            run_mix(ed, [1], [2], ("rotation",), truncation=psi)
+    for argv in (
+        ["edit", "-r", str(tiny["pose"]), "--seed", "1", "--yaw", "5", "--out", str(tmp_path / "e")],
+        ["mix", "-r", str(tiny["pose"]), "--source", "1", "--target", "2", "--out", str(tmp_path / "m.png")],
+    ):
+        code, _, err = _run_cli([*argv, "--truncation", "nan"], capsys)
+        assert code == 2 and "truncation must be finite, got nan" in err, err
+    assert not (tmp_path / "e").exists() and not (tmp_path / "m.png").exists()
+
+
+def test_unknown_sweep_component_is_named_before_rig_coverage(tiny) -> None:
+    ed = load_editor([tiny["pose"]])
+    with pytest.raises(InputError, match="unknown expression component 'banana'"):
+        run_edit(ed, seed=1, sweep=parse_sweep("banana=1:2:3"))
+    with pytest.raises(InputError, match="unknown expression component 'banana'"):
+        run_edit(ed, seed=1, request=EditRequest(expr={"banana": 1.0}))
+    with pytest.raises(InputError, match="no given rig controls"):  # a real component: the rig is missing
+        run_edit(ed, seed=1, sweep=parse_sweep("smile=1:2:3"))
+
+
+def test_sweep_conflicting_with_a_fixed_value_is_refused(tiny) -> None:
+    from stylerig.face.procedural import EXPRESSION_NAMES
+
+    p = params.zeros(1)
+    for req, sweep, clash in (
+        (EditRequest(angles={"yaw": 5.0}), "yaw=0:1:3", "--yaw"),
+        (EditRequest(deltas={"pitch": 5.0}), "pitch=0:1:3", "--delta-pitch"),
+        (EditRequest(light="left"), "light-azimuth=-20:20:3", "--light"),
+        (EditRequest(expr={"expr1": 0.5}), "smile=0:1:3", "--expr expr1"),
+    ):
+        with pytest.raises(InputError, match=f"conflicts with {clash}"):
+            build_target(p, req, expression_names=EXPRESSION_NAMES, sweep=parse_sweep(sweep))
+    # Other values beside a sweep stay fine.
+    t = build_target(p, EditRequest(angles={"pitch": 5.0}, light="left"), sweep=parse_sweep("yaw=0:1:3"))
+    assert t.shape == (3, 257)
+    ed = load_editor([tiny["all"]])
+    with pytest.raises(InputError, match="conflicts with --yaw"):
+        run_edit(ed, seed=1, request=EditRequest(angles={"yaw": 5.0}), sweep=parse_sweep("yaw=0:1:3"))
+
+
+def _folder_state(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def test_edit_files_land_as_one_set_on_a_full_disk(tiny, tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import stylerig.outputs as outputs
+    from stylerig.editing import write_edit
+
+    ed = load_editor([tiny["all"]])
+    out = tmp_path / "e"
+    single = run_edit(ed, seed=1, request=EditRequest(angles={"yaw": 10.0}))
+    write_edit(single, ed, out)
+    old = _folder_state(out)
+    assert set(old) == {"edited.png", "comparison.png", "edited_ws.npy", "edit.json", "run.json"}
+    sw = parse_sweep("yaw=-10:10:3")
+    swept = run_edit(ed, seed=2, sweep=sw)
+    real = outputs.atomic_write
+    for nth in (1, 2, 3, 4, 5):
+        calls: list[Path] = []
+
+        def full_disk(path, data, _n=nth, _calls=calls):
+            _calls.append(Path(path))
+            if len(_calls) == _n:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            return real(path, data)
+
+        monkeypatch.setattr(outputs, "atomic_write", full_disk)
+        with pytest.raises(OSError):
+            write_edit(swept, ed, out, sweep=sw)
+        monkeypatch.setattr(outputs, "atomic_write", real)
+        assert _folder_state(out) == old, nth  # the earlier edit, whole; no staging folder left
+    files = write_edit(swept, ed, out, sweep=sw)
+    # The sweep's set replaced the single edit's; its comparison.png did not survive.
+    assert set(_folder_state(out)) == {
+        "edited.png",
+        "sweep.png",
+        "sweep.gif",
+        "edited_ws.npy",
+        "edit.json",
+        "run.json",
+    }
+    assert all(Path(f).parent == out for f in files.values())
+    assert np.load(out / "edited_ws.npy").shape == (3, 6, 16)
+    assert json.loads((out / "edit.json").read_text())["source"] == {}
+    write_edit(single, ed, out)
+    assert set(_folder_state(out)) == set(old)  # and back: the sweep's strip and GIF are gone
+
+
+def test_edit_refuses_another_commands_folder(tiny, tmp_path: Path, capsys) -> None:
+    from stylerig.editing import write_edit
+
+    dfr_dir = tmp_path / "dfr"
+    dfr_dir.mkdir()
+    (dfr_dir / "run.json").write_text(json.dumps({"command": "fit-dfr"}))
+    set_dir = tmp_path / "set"
+    set_dir.mkdir()
+    (set_dir / "manifest.json").write_text("{}")
+    np.save(set_dir / "ws.npy", np.zeros((1, 6, 16), np.float32))
+    before = {d: _folder_state(d) for d in (dfr_dir, set_dir)}
+    ed = load_editor([tiny["pose"]])
+    res = run_edit(ed, seed=1)
+    for d in (dfr_dir, set_dir):
+        with pytest.raises(InputError, match="already holds the outputs"):
+            write_edit(res, ed, d)
+        with pytest.raises(InputError, match="already holds the outputs"):
+            write_edit(res, ed, d / "run.png")  # file mode: its run.json would be overwritten
+        code, _, err = _run_cli(["edit", "-r", str(tiny["pose"]), "--seed", "1", "--out", str(d)], capsys)
+        assert code == 2 and "already holds the outputs" in err, err
+        assert _folder_state(d) == before[d]
+    edit_dir = tmp_path / "again"
+    write_edit(res, ed, edit_dir)
+    write_edit(res, ed, edit_dir)  # a rerun into its own folder is fine

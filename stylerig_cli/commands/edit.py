@@ -122,7 +122,10 @@ def edit(
         write_edit,
     )
     from stylerig.errors import InputError
+    from stylerig.outputs import claim_output_dir
 
+    # Refuse another command's folder before any work (write_edit checks again before writing).
+    claim_output_dir(out.parent if out.suffix.lower() == ".png" else out, "edit")
     if (seed is None) == (latent is None):
         raise InputError("give exactly one of --seed and --latent", hint="e.g. --seed 3")
     angles = {k: v for k, v in (("yaw", yaw), ("pitch", pitch), ("roll", roll)) if v is not None}
