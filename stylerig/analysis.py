@@ -247,16 +247,20 @@ def run_analysis(
         seed: seeds the pairs and the subset.
 
     Raises:
-        InputError: codes of the set do not fit the rig / DFR, or too few rows. AssetError: missing files.
+        InputError: codes of the set do not fit the rig / DFR, too few rows, NaN or infinite values in
+            the set's ``ws.npy`` / ``params.npy``, or ``out_dir`` holds another command's outputs.
+        AssetError: missing files, or the outputs cannot be written (then ``out_dir`` keeps the previous
+            analysis's files, all of them: the files of one analysis land together or not at all).
     """
     from stylerig.data import SampleSet
     from stylerig.editing import load_editor, style_groups
-    from stylerig.outputs import atomic_write, write_json, write_run_json
+    from stylerig.outputs import atomic_write, claim_output_dir, staged_outputs, write_json, write_run_json
     from stylerig.viz import plot_parameter_statistics, plot_slot_profile
 
     t0 = time.perf_counter()
     if pairs < 1 or max_samples < 2:
         raise InputError("--pairs must be >= 1 and --max-samples >= 2")
+    out = claim_output_dir(out_dir, "analyze")
     editor = load_editor(rigs, dfr=dfr, device=device, need_generator=False, allow_overlap=True)
     ds = SampleSet(data)
     F = editor.dfr
@@ -265,18 +269,22 @@ def run_analysis(
             f"the set has codes of {ds.num_ws} x {ds.w_dim}, the DFR reads {F.num_ws} x {F.w_dim}",
             hint="analyse a rig with a sample set of its own generator",
         )
-    out = Path(out_dir)
     n = len(ds)
     sec: dict[str, float] = {}
     files: dict[str, str] = {}
     dev = editor.device
 
-    # Figure 6: F(w) over the set.
-    t = time.perf_counter()
+    # The rows both figures read; their codes (and true parameters) must be finite.
     if n > max_samples:
         rows = np.sort(np.random.default_rng([int(seed), 6]).choice(n, size=max_samples, replace=False))
     else:
         rows = np.arange(n, dtype=np.int64)
+    w_rows, v_rows = draw_pairs(n, pairs, seed) if editor.rigs else (rows[:0], rows[:0])
+    ds.check_finite(("ws",), np.unique(np.concatenate([rows, w_rows, v_rows])))
+    ds.check_finite(("params",), rows)
+
+    # Figure 6: F(w) over the set.
+    t = time.perf_counter()
     p_rows = _dfr_rows(F, ds.ws, rows, dev)
     truth = None
     if ds.params is not None:
@@ -291,7 +299,6 @@ def run_analysis(
     curves: dict[str, dict[str, np.ndarray]] = {}
     n_pairs = 0
     if editor.rigs:
-        w_rows, v_rows = draw_pairs(n, pairs, seed)
         p_all = None
         if n <= max_samples:  # F of every row is already known
             p_all = p_rows
@@ -308,91 +315,92 @@ def run_analysis(
         n_pairs = pairs
     sec["fig4"] = time.perf_counter() - t
 
-    # Writing.
+    # Writing: every file into a staging folder, renamed into `out` together when all are written.
     t = time.perf_counter()
     slots = style_groups(F.num_ws)
-    if curves:
-        plot_slot_profile(
-            {k: (v["mean"], v["std"]) for k, v in curves.items()}, slots, out / "fig4_slot_change.png"
-        )
-        group_of = {i: g for g, sl in slots.items() for i in sl}
-        rows_csv = [
-            [
-                label,
-                i,
-                group_of.get(i, ""),
-                f"{s['mean'][i]:.6g}",
-                f"{s['std'][i]:.6g}",
-                f"{s['var'][i]:.6g}",
-                int(s["n"][0]),
+    fig4 = ("fig4_slot_change.png", "fig4_slot_change.csv", "fig4_slot_change.json")
+    with staged_outputs(out) as stage:
+        if curves:
+            plot_slot_profile({k: (v["mean"], v["std"]) for k, v in curves.items()}, slots, stage / fig4[0])
+            group_of = {i: g for g, sl in slots.items() for i in sl}
+            rows_csv = [
+                [
+                    label,
+                    i,
+                    group_of.get(i, ""),
+                    f"{s['mean'][i]:.6g}",
+                    f"{s['std'][i]:.6g}",
+                    f"{s['var'][i]:.6g}",
+                    int(s["n"][0]),
+                ]
+                for label, s in curves.items()
+                for i in range(F.num_ws)
             ]
-            for label, s in curves.items()
-            for i in range(F.num_ws)
-        ]
+            atomic_write(
+                stage / fig4[1],
+                _csv_bytes(["curve", "slot", "style_group", "mean", "std", "var", "pairs"], rows_csv),
+            )
+            write_json(
+                stage / fig4[2],
+                {
+                    "what": "per ws slot i, statistics of ||ŵ_i - w_i||_2 over mixing results ŵ = rig(w, F(w) "
+                    "with the rig's group(s) taken from F(v)), pairs (w, v) of distinct rows of the set",
+                    "pairs": n_pairs,
+                    "style_groups": {k: list(v) for k, v in slots.items()},
+                    "rigs": editor.rig_info(),
+                    "curves": {k: _jsonable(v) for k, v in curves.items()},
+                },
+            )
+            files.update(
+                fig4_png=str(out / fig4[0]), fig4_csv=str(out / fig4[1]), fig4_json=str(out / fig4[2])
+            )
+        plot_parameter_statistics(stats, stage / "fig6_parameters.png")
+        rows6 = []
+        for g, s in stats.items():
+            for k, lab in enumerate(s["labels"]):
+                row = [g, k, lab, f"{s['mean'][k]:.6g}", f"{s['var'][k]:.6g}", f"{s['std'][k]:.6g}"]
+                if "truth_mean" in s:
+                    row += [f"{s['truth_mean'][k]:.6g}", f"{s['truth_var'][k]:.6g}"]
+                else:
+                    row += ["", ""]
+                rows6.append(row)
         atomic_write(
-            out / "fig4_slot_change.csv",
-            _csv_bytes(["curve", "slot", "style_group", "mean", "std", "var", "pairs"], rows_csv),
+            stage / "fig6_parameters.csv",
+            _csv_bytes(["group", "index", "name", "mean", "var", "std", "truth_mean", "truth_var"], rows6),
         )
         write_json(
-            out / "fig4_slot_change.json",
+            stage / "fig6_parameters.json",
             {
-                "what": "per ws slot i, statistics of ||ŵ_i - w_i||_2 over mixing results ŵ = rig(w, F(w) with "
-                "the rig's group(s) taken from F(v)), pairs (w, v) of distinct rows of the set",
-                "pairs": n_pairs,
-                "style_groups": {k: list(v) for k, v in slots.items()},
-                "rigs": editor.rig_info(),
-                "curves": {k: _jsonable(v) for k, v in curves.items()},
+                "what": "per-parameter mean and variance of F(w) over the sample set (rotation in degrees / "
+                "deg^2; expression in sd; illumination = SH values)",
+                "n_samples": int(len(rows)),
+                "truth_rows": 0 if truth is None else int(len(truth)),
+                "dfr": editor.dfr_path,
+                "groups": {g: _jsonable(s) for g, s in stats.items()},
             },
         )
         files.update(
-            fig4_png=str(out / "fig4_slot_change.png"),
-            fig4_csv=str(out / "fig4_slot_change.csv"),
-            fig4_json=str(out / "fig4_slot_change.json"),
+            fig6_png=str(out / "fig6_parameters.png"),
+            fig6_csv=str(out / "fig6_parameters.csv"),
+            fig6_json=str(out / "fig6_parameters.json"),
         )
-    plot_parameter_statistics(stats, out / "fig6_parameters.png")
-    rows6 = []
-    for g, s in stats.items():
-        for k, lab in enumerate(s["labels"]):
-            row = [g, k, lab, f"{s['mean'][k]:.6g}", f"{s['var'][k]:.6g}", f"{s['std'][k]:.6g}"]
-            if "truth_mean" in s:
-                row += [f"{s['truth_mean'][k]:.6g}", f"{s['truth_var'][k]:.6g}"]
-            else:
-                row += ["", ""]
-            rows6.append(row)
-    atomic_write(
-        out / "fig6_parameters.csv",
-        _csv_bytes(["group", "index", "name", "mean", "var", "std", "truth_mean", "truth_var"], rows6),
-    )
-    write_json(
-        out / "fig6_parameters.json",
-        {
-            "what": "per-parameter mean and variance of F(w) over the sample set (rotation in degrees / deg^2; "
-            "expression in sd; illumination = SH values)",
-            "n_samples": int(len(rows)),
-            "truth_rows": 0 if truth is None else int(len(truth)),
-            "dfr": editor.dfr_path,
-            "groups": {g: _jsonable(s) for g, s in stats.items()},
-        },
-    )
-    files.update(
-        fig6_png=str(out / "fig6_parameters.png"),
-        fig6_csv=str(out / "fig6_parameters.csv"),
-        fig6_json=str(out / "fig6_parameters.json"),
-    )
-    sec["write"] = time.perf_counter() - t
-    sec["total"] = time.perf_counter() - t0
-    write_run_json(
-        out,
-        "analyze",
-        dict(arguments or {}),
-        seed=seed,
-        assets={
-            "rigs": list(editor.rig_paths),
-            "dfr": editor.dfr_path,
-            "sample_set": str(Path(data).resolve()),
-        },
-    )
-    files["run"] = str(out / "run.json")
+        sec["write"] = time.perf_counter() - t
+        sec["total"] = time.perf_counter() - t0
+        write_run_json(
+            stage,
+            "analyze",
+            dict(arguments or {}),
+            seed=seed,
+            assets={
+                "rigs": list(editor.rig_paths),
+                "dfr": editor.dfr_path,
+                "sample_set": str(Path(data).resolve()),
+            },
+        )
+        files["run"] = str(out / "run.json")
+    if not curves:  # Figure 6 only: an earlier analysis's Figure 4 is not this run's
+        for name in fig4:
+            (out / name).unlink(missing_ok=True)
     return AnalysisResult(
         out_dir=out,
         files=files,

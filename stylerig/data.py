@@ -78,6 +78,7 @@ REQUIRED_ARRAYS = ("ws", "images", "seeds")
 
 _MANIFEST_KEYS = ("format", "version", "n", "num_ws", "w_dim", "resolution", "arrays")
 _HINT_REWRITE = "write the set again with `stylerig sample ... --force`"
+_CHECK_BLOCK = 4096  # rows per block of SampleSet.check_finite
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -286,6 +287,42 @@ class SampleSet:
     @property
     def w_dim(self) -> int:
         return int(self.manifest["w_dim"])
+
+    def check_finite(
+        self, names: Sequence[str] = ("ws",), rows: np.ndarray | Sequence[int] | None = None
+    ) -> None:
+        """Refuse NaN or infinite values in the arrays ``names`` (of the rows ``rows``; default all).
+
+        ``params.npy`` may hold whole rows of NaN (no ground truth for that row: a style-mixed code); a
+        row only partly NaN, or any infinity, is refused there too. Arrays the set lacks are skipped.
+        Reads in blocks of rows, so a large memory-mapped set is never loaded whole.
+
+        Raises:
+            InputError: naming the file, the count of bad values and the first bad row.
+        """
+        index = None if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+        for name in names:
+            arr = self._arrays.get(name)
+            if arr is None or not np.issubdtype(arr.dtype, np.floating):
+                continue
+            todo = np.arange(len(arr), dtype=np.int64) if index is None else index
+            bad, first = 0, -1
+            for a in range(0, len(todo), _CHECK_BLOCK):
+                block_rows = todo[a : a + _CHECK_BLOCK]
+                x = np.asarray(arr[block_rows]).reshape(len(block_rows), -1)
+                fin = np.isfinite(x)
+                if name == "params":  # a row of NaN is a row without ground truth
+                    fin |= np.isnan(x).all(axis=1, keepdims=True)
+                row_bad = ~fin.all(axis=1)
+                if row_bad.any():
+                    bad += int((~fin).sum())
+                    if first < 0:
+                        first = int(block_rows[np.argmax(row_bad)])
+            if bad:
+                raise InputError(
+                    f"{self.root / (name + '.npy')} holds {bad} NaN or infinite value(s) (first in row {first})",
+                    hint="the set is damaged or was written by a broken generator: " + _HINT_REWRITE,
+                )
 
     def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """A deterministic train/validation split of the rows.

@@ -463,7 +463,30 @@ def _resolve(
                 f"{label}, the DFR and the set's codes ({dataset.num_ws} x {dataset.w_dim}) do not fit together",
                 hint="pass the rig and DFR trained on this sample set",
             )
+    _check_set_values(dataset, world=_is_world(generator))
     return loaded, F, dfr_label, dataset
+
+
+def _check_set_values(dataset: SampleSet, *, world: bool) -> None:
+    """Refuse NaN or infinite codes, and on the world rows without truth, naming the set's file.
+
+    On the world, the truth of every row is used (its spread is the error unit, the partners' truth the
+    edit target), so a row of NaN in ``params.npy`` (a style-mixed code) is refused too: without this, the
+    NaN targets reach the generator and fail far away as NaN images.
+    """
+    dataset.check_finite(("ws", "params"))
+    if world and dataset.params is not None:
+        known = 0
+        for a in range(0, len(dataset), 4096):
+            block = np.asarray(dataset.params[a : a + 4096])
+            known += int(np.isfinite(block).all(axis=1).sum())
+        if known < len(dataset):
+            raise InputError(
+                f"{dataset.root / 'params.npy'} has no ground truth in {len(dataset) - known} of "
+                f"{len(dataset)} rows (NaN rows); evaluating on the world needs the truth of every row",
+                hint="sample the built-in world unmixed and untruncated (`stylerig sample --out DIR -n 5000`, "
+                "no --mix-max or --truncation) and evaluate on that set",
+            )
 
 
 def _outside_summary(pairs: EditPairs) -> dict[str, float | None]:
@@ -954,17 +977,39 @@ def evaluate(
         log: progress messages. arguments: the command's arguments for ``run.json``.
 
     Raises:
-        InputError: a world run on a set that is not the world's, no rig, shapes that do not fit, no
-            landmark detector for a generator file (the hint says how to install one), a world
-            estimator named with a generator file. AssetError: missing files.
+        InputError: a world run on a set that is not the world's (or with rows without truth), NaN or
+            infinite values in the set's ``ws.npy`` / ``params.npy`` (named), no rig, shapes that do not
+            fit, no landmark detector for a generator file (the hint says how to install one), a world
+            estimator named with a generator file, options of a generator file (``detector``,
+            ``face_model``, ``embedder``, ``fit``) on the world, or ``out_dir`` holding another
+            command's outputs. AssetError: missing files, or the outputs cannot be written (then none
+            of the three files is replaced).
     """
-    from stylerig.outputs import atomic_write, write_json, write_run_json
+    from stylerig.outputs import atomic_write, claim_output_dir, staged_outputs, write_json, write_run_json
 
     t0 = time.perf_counter()
     say = log or (lambda _m: None)
-    loaded, F, dfr_label, dataset = _resolve(rigs, dfr, data, generator)
+    out = claim_output_dir(out_dir, "evaluate")
+    if _is_world(generator):  # options only a generator file reads would be silently ignored
+        stray = [
+            name
+            for name, given in (
+                ("--landmarks", not (isinstance(detector, str) and detector == "auto")),
+                ("--face-model", face_model is not None),
+                ("embedder", not (isinstance(embedder, str) and embedder == "auto")),
+                ("fit", fit is not None),
+            )
+            if given
+        ]
+        if stray:
+            raise InputError(
+                f"{', '.join(stray)} only appl{'ies' if len(stray) == 1 else 'y'} with --generator (a "
+                "generator file read by the image fit); the built-in world is read by its own estimator",
+                hint="leave out " + ", ".join(stray) + ", or pass --generator",
+            )
     if n_pairs < 1:
         raise InputError(f"n_pairs must be at least 1, got {n_pairs}")
+    loaded, F, dfr_label, dataset = _resolve(rigs, dfr, data, generator)
     if _is_world(generator):
         metrics, run_args = _world_metrics(
             loaded, F, dfr_label, dataset, n_pairs, val_fraction, seed, method, say
@@ -989,26 +1034,24 @@ def evaluate(
         )
     metrics["targets"] = _targets(metrics)
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
-    out = Path(out_dir)
-    files = {
-        "metrics": str(write_json(out / "metrics.json", metrics)),
-        "table": str(atomic_write(out / "metrics.md", metrics_table(metrics).encode())),
-        "run": str(
-            write_run_json(
-                out,
-                "evaluate",
-                dict(arguments or {}) | run_args,
-                seed=seed,
-                assets={
-                    "sample_set": {
-                        "path": metrics["sample_set"],
-                        "generator": dataset.manifest.get("generator"),
-                    },
-                    "dfr": dfr_label,
-                    "rigs": [label for label, _ in loaded],
-                }
-                | assets,
-            )
-        ),
-    }
+    names = {"metrics": "metrics.json", "table": "metrics.md", "run": "run.json"}
+    with staged_outputs(out) as stage:  # the three files land together, or none does
+        write_json(stage / names["metrics"], metrics)
+        atomic_write(stage / names["table"], metrics_table(metrics).encode())
+        write_run_json(
+            stage,
+            "evaluate",
+            dict(arguments or {}) | run_args,
+            seed=seed,
+            assets={
+                "sample_set": {
+                    "path": metrics["sample_set"],
+                    "generator": dataset.manifest.get("generator"),
+                },
+                "dfr": dfr_label,
+                "rigs": [label for label, _ in loaded],
+            }
+            | assets,
+        )
+    files = {role: str(out / name) for role, name in names.items()}
     return EvaluateResult(out_dir=out, files=files, metrics=metrics, seconds=time.perf_counter() - t0)

@@ -36,6 +36,7 @@ import math
 import os
 import shutil
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,7 @@ from stylerig.data import (
 from stylerig.errors import AssetError, BackendUnavailableError, InputError, StylerigError
 from stylerig.gan.latents import DEFAULT_MIX_MAX, sample_ws
 from stylerig.gan.networks import NOISE_MODES, Generator
-from stylerig.outputs import atomic_write, write_json, write_run_json
+from stylerig.outputs import atomic_write, claim_output_dir, write_json, write_run_json
 from stylerig.params import NUM_PARAMS
 from stylerig.viz import to_uint8
 
@@ -508,17 +509,75 @@ def _save_chunk(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     atomic_write(path, buf.getvalue())
 
 
+#: What reading a damaged chunk can raise (a truncated ``.npz`` is a ``zipfile.BadZipFile``).
+_CHUNK_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
+
+
 def _load_chunk(path: Path, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """The arrays ``names`` (default: all) of a chunk; an unreadable chunk is removed (drawn again)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in (z.files if names is None else names)}
-    except (OSError, ValueError, EOFError, KeyError) as e:
+    except _CHUNK_ERRORS as e:
         path.unlink(missing_ok=True)
         raise AssetError(
             f"chunk {path} was unreadable ({type(e).__name__}) and has been removed",
             hint="run the same command again to draw it anew",
         ) from e
+
+
+def _chunk_specs(
+    key: Mapping[str, Any], meta: Mapping[str, Any], rows: int, *, landmarks: bool
+) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Shape and dtype of every array a chunk of ``rows`` samples holds (``params`` is optional)."""
+    specs = array_specs(
+        rows,
+        int(meta["num_ws"]),
+        int(meta["w_dim"]),
+        int(key["resolution"]),
+        landmarks=landmarks,
+        params=key["ground_truth"] is not None,
+    )
+    specs["keep"] = ((rows,), "bool")
+    return specs
+
+
+def _chunk_problem(
+    path: Path, specs: Mapping[str, tuple[tuple[int, ...], str]], seeds: Sequence[int]
+) -> str | None:
+    """What is wrong with the chunk at ``path`` (None: it is whole and consistent).
+
+    Reads only the arrays' headers and the small ``seeds`` and ``keep`` arrays: a truncated file, a
+    missing or extra array, an array of the wrong shape or dtype, or other seeds are all reported.
+    """
+    try:
+        shapes: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] = {}
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read(f)
+                shapes[info.filename.removesuffix(".npy")] = (tuple(shape), dtype)
+        optional = {"params"}
+        missing = sorted(set(specs) - set(shapes) - optional)
+        extra = sorted(set(shapes) - set(specs))
+        if missing or extra:
+            return f"{'lacks ' + ', '.join(missing) if missing else 'has unexpected ' + ', '.join(extra)}"
+        for name, (shape, dtype) in shapes.items():
+            want_shape, want_dtype = specs[name]
+            if shape != want_shape or dtype != np.dtype(want_dtype):
+                return f"holds {name} as {dtype} {shape}, expected {want_dtype} {want_shape}"
+        with np.load(path, allow_pickle=False) as z:
+            if not np.array_equal(z["seeds"], np.asarray(seeds, dtype=np.int64)):
+                return "holds other seeds than its place in the set"
+    except _CHUNK_ERRORS as e:
+        return f"is unreadable ({type(e).__name__}: {e})"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -540,7 +599,7 @@ def _assemble(out: Path, plan: Mapping[str, Any], meta: dict[str, Any]) -> dict[
         try:
             with np.load(path, allow_pickle=False) as z:
                 stored = list(z.files)
-        except (OSError, ValueError, EOFError):
+        except _CHUNK_ERRORS:
             stored = []
         chunk = _load_chunk(path, ["keep", "seeds"] if {"keep", "seeds"} <= set(stored) else None)
         keep_counts.append(int(chunk["keep"].sum()))
@@ -578,9 +637,23 @@ def _assemble(out: Path, plan: Mapping[str, Any], meta: dict[str, Any]) -> dict[
             _reserve(tmp[name])
         row = 0
         for c in range(num_chunks):
-            chunk = _load_chunk(_chunk_path(out, c))
+            path = _chunk_path(out, c)
+            chunk = _load_chunk(path)
             keep = chunk["keep"]
             rows = int(keep.sum())
+            n_c = len(chunk["seeds"])
+            bad = [
+                name
+                for name, arr in arrays.items()
+                if chunk[name].shape != (n_c, *arr.shape[1:]) or keep.shape != (n_c,)
+            ]
+            if bad:
+                path.unlink(missing_ok=True)
+                raise AssetError(
+                    f"chunk {path} holds {bad[0]} of shape {chunk[bad[0]].shape} for {n_c} samples "
+                    "and has been removed",
+                    hint="run the same command again to draw it anew (or pass --force to start afresh)",
+                )
             for name, arr in arrays.items():
                 arr[row : row + rows] = chunk[name][keep]
             row += rows
@@ -692,13 +765,17 @@ def write_sample_set(
 
     Raises:
         AssetError: unreadable generator, a different set in ``out_dir`` without ``force``, or a damaged
-            set. InputError: bad arguments. BackendUnavailableError: a detector or device not available.
+            set. InputError: bad arguments, or ``out_dir`` holds another command's outputs (a DFR, a
+            rig: :func:`~stylerig.outputs.claim_output_dir`, checked first). BackendUnavailableError: a
+            detector or device not available.
     """
     from stylerig.devices import resolve_device
 
     t0 = time.perf_counter()
     _check_args(n, seed, truncation, 1 if mix_max is None else mix_max, resolution, batch, noise_mode)
-    out = Path(out_dir)
+    # Another command's folder (a DFR's, a rig's) is refused before anything is written; a sample set
+    # written by `sample` itself is for _prepare to judge (same set: done; another: --force).
+    out = claim_output_dir(out_dir, command, accept=("sample",))
     ranks = _Ranks()
     try:
         dev = resolve_device(device)
@@ -811,6 +888,21 @@ def _run(
     def size(c: int) -> int:
         return min(chunk_size, n - c * chunk_size)
 
+    def seeds_of(c: int) -> list[int]:
+        first = int(key["seed"]) + c * chunk_size
+        return list(range(first, first + size(c)))
+
+    # A damaged or inconsistent chunk (a truncated file, arrays of other sizes) is removed and drawn anew.
+    has_landmarks = detector is not None or str(key["landmarks"]).startswith("ground-truth:")
+    for c in mine:
+        path = _chunk_path(out, c)
+        if path.exists():
+            problem = _chunk_problem(
+                path, _chunk_specs(key, meta, size(c), landmarks=has_landmarks), seeds_of(c)
+            )
+            if problem is not None:
+                path.unlink(missing_ok=True)
+                notes.append(f"chunk {path.name} of an interrupted run {problem}; it was drawn anew")
     todo = [c for c in mine if not _chunk_path(out, c).exists()]
     total = sum(size(c) for c in mine)
     reused = total - sum(size(c) for c in todo)
@@ -822,7 +914,7 @@ def _run(
         if report:
             report(reused, total)
         for c in todo:
-            seeds = list(range(key["seed"] + c * chunk_size, key["seed"] + c * chunk_size + size(c)))
+            seeds = seeds_of(c)
             arrays = _draw_chunk(
                 G, seeds, key=key, detector=detector, truth=truth, truth_landmarks=truth_landmarks, edit=edit
             )

@@ -353,3 +353,50 @@ def test_bad_truncation_cutoff_and_full_disk(tmp_path: Path, gen_path: Path, mon
     monkeypatch.undo()
     write(out, gen_path, 4)  # rerun after "freeing space" completes the set from its chunks
     assert (out / "manifest.json").is_file()
+
+
+def stop_when_done(done: int, total: int) -> None:
+    if done == total:  # every chunk is written: stop before the assembly
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("damage", ["truncated", "short_ws", "other_seeds"])
+def test_resume_draws_a_damaged_chunk_anew(tmp_path: Path, gen_path: Path, damage: str) -> None:
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    write(ref, gen_path, 8)
+    with pytest.raises(KeyboardInterrupt):
+        write(out, gen_path, 8, progress=stop_when_done)
+    chunk = out / ".chunks" / "chunk-000000.npz"
+    if damage == "truncated":  # a zipfile.BadZipFile escaped before
+        chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+    else:  # an IndexError escaped the assembly before
+        z = dict(np.load(chunk))
+        if damage == "short_ws":
+            z["ws"] = z["ws"][:3]
+        else:
+            z["seeds"] = z["seeds"] + 100
+        with open(chunk, "wb") as f:
+            np.savez(f, **z)
+    res = write(out, gen_path, 8)
+    assert (res.reused, res.generated) == (4, 4)
+    assert any("chunk-000000.npz" in x and "drawn anew" in x for x in res.notes)
+    assert file_bytes(out) == file_bytes(ref)
+
+
+def test_assembly_names_an_inconsistent_chunk(tmp_path: Path, gen_path: Path) -> None:
+    import stylerig.sampling as sampling
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        write(out, gen_path, 8, progress=stop_when_done)
+    chunk = out / ".chunks" / "chunk-000001.npz"
+    z = dict(np.load(chunk))
+    z["images"] = z["images"][:2]
+    with open(chunk, "wb") as f:
+        np.savez(f, **z)
+    plan = json.loads((out / ".chunks" / "plan.json").read_text())
+    meta = {"num_ws": 6, "w_dim": 16}
+    with pytest.raises(AssetError, match="chunk-000001.npz") as e:
+        sampling._assemble(out, plan, meta)
+    assert "anew" in (e.value.hint or "") and not chunk.exists()
+    assert not (out / "manifest.json").exists()

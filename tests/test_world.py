@@ -171,3 +171,96 @@ def test_a_build_on_another_prior_version_is_refused(tmp_path: Path, tiny_world:
             with pytest.raises(AssetError, match=f"prior version {version or 1}") as e:
                 load_world(d / "generator.safetensors")
             assert "--init" in (e.value.hint or "")
+
+
+def test_a_dfr_or_rig_file_is_not_taken_for_an_old_world_build(tmp_path: Path) -> None:
+    import json
+
+    from stylerig.tensorfile import save_tensors
+
+    # A DFR's folder has a run.json with a `batch` argument, as a world build's; the file's format tag
+    # says what it is before any prior version is looked at.
+    for fmt, command in (("stylerig.dfr", "fit-dfr"), ("stylerig.rignet", "train-rignet")):
+        d = tmp_path / command
+        d.mkdir()
+        save_tensors(d / "model.safetensors", {"w": torch.zeros(2)}, {"format": fmt})
+        (d / "run.json").write_text(json.dumps({"command": command, "arguments": {"batch": 8}}))
+        with pytest.raises(AssetError, match="not a stylerig generator") as e:
+            load_world(d / "model.safetensors")
+        assert "prior version" not in e.value.message and "world build" in (e.value.hint or "")
+
+
+def _tiny_build_config(**kw):
+    from stylerig.worlds.train import TrainConfig
+
+    return TrainConfig(
+        **{"batch": 2, "channel_base": 256, "channel_max": 8, "mapping_layers": 2, "eval_seeds": 2, **kw}
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"lr": math.inf},
+        {"lr": math.nan},
+        {"lr": 0.0},
+        {"lr": -1e-3},
+        {"decay_factor": math.nan},
+        {"feature_weight": math.inf},
+        {"edge_weight": -1.0},
+        {"beta2": 1.5},
+        {"batch": 0},
+        {"eval_seeds": 0},
+        {"prior_version": 9},
+        {"critic_groups": "banana"},  # checked even without a critic
+    ],
+)
+def test_world_build_rejects_bad_settings_before_writing(tmp_path: Path, bad: dict) -> None:
+    from stylerig.worlds.train import train_world_generator
+
+    out = tmp_path / "w"
+    with pytest.raises(InputError) as e:
+        train_world_generator(out, 1, config=_tiny_build_config(**bad), log=False)
+    assert next(iter(bad)).replace("_", "-") in e.value.message or "critic groups" in e.value.message
+    assert not out.exists()
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from stylerig_cli.app import main
+
+    with pytest.raises(SystemExit) as ex:
+        main(argv)
+        raise SystemExit(0)
+    cap = capsys.readouterr()
+    return ex.value.code or 0, " ".join((cap.out + cap.err).split())
+
+
+def test_world_build_cli_rejects_inf_lr_and_critic_options_without_critic(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "w"
+    base = ["world", "build", "--out", str(out), "--steps", "1", "--threads", "1"]
+    for extra, what in (
+        (["--lr", "inf"], "--lr must be a finite number"),
+        (["--critic-groups", "banana"], "--critic-groups only applies with --critic"),
+        (["--critic-weight", "5"], "--critic-weight only applies with --critic"),
+    ):
+        code, text = _cli([*base, *extra], capsys)
+        assert code == 2 and "Traceback" not in text and what in text, text
+        assert not out.exists()
+
+
+def test_world_outputs_refuse_another_commands_folder(tmp_path: Path, tiny_world: World) -> None:
+    import json
+
+    from stylerig.worlds.report import write_world_report
+    from stylerig.worlds.train import train_world_generator
+
+    other = tmp_path / "dfr"
+    other.mkdir()
+    (other / "run.json").write_text(json.dumps({"command": "fit-dfr", "arguments": {}}))
+    before = sorted(other.iterdir())
+    with pytest.raises(InputError, match="fit-dfr"):
+        write_world_report(tiny_world, other, n_fidelity=1, n_estimator=1, n_entangle=1, n_mixing=1)
+    with pytest.raises(InputError, match="fit-dfr"):
+        train_world_generator(other, 1, config=_tiny_build_config(), log=False)
+    assert sorted(other.iterdir()) == before
+    assert json.loads((other / "run.json").read_text())["command"] == "fit-dfr"

@@ -134,6 +134,42 @@ class RigConfig:
             group_weights=parse_group_weights(self.group_weights),
         )
 
+    def check(self) -> RigLossConfig:
+        """Check the loss settings before any work; returns :meth:`loss_config`.
+
+        Raises:
+            InputError: a term is switched off or unknown (:class:`~stylerig.rignet.RigLossConfig`), every
+                switched-on term weighs 0 (the rig would train on a loss of 0), or a group weight names a
+                group the rig's ``mode`` does not control (it would be ignored).
+        """
+        loss = self.loss_config()
+        groups = params.MODES.get(self.mode)
+        if groups is None:
+            raise InputError(f"unknown mode {self.mode!r}", hint=f"use one of {', '.join(params.MODES)}")
+        stray = [g for g, _ in loss.group_weights if g not in groups]
+        if stray:
+            names = {"rotation": "pose"}
+            raise InputError(
+                f"--group-weight names {', '.join(names.get(g, g) for g in stray)}, which a rig of mode "
+                f"{self.mode} does not edit",
+                hint="give group weights only for the groups the rig controls (mode all: pose, expression, "
+                "illumination), or leave out --group-weight",
+            )
+        weights = dict(loss.group_weights)
+        any_group = any(weights.get(g, 1.0) > 0 for g in groups)
+        terms = [
+            loss.rec and loss.rec_weight > 0,
+            loss.edit and loss.edit_weight > 0 and any_group,
+            loss.consist and loss.consist_weight > 0 and any_group,
+        ]
+        if not any(terms):
+            raise InputError(
+                "every switched-on RigNet loss term has weight 0: the rig would train on a loss of 0",
+                hint="give at least one of --rec-weight, --edit-weight, --consist-weight (and the "
+                "--group-weight of an edited group) a value > 0",
+            )
+        return loss
+
     def task_config(self) -> dict[str, Any]:
         d = asdict(self)
         for k in ("steps", "log_every", "val_every", "checkpoint_every", "batch", "lr", "warmup", "schedule"):
@@ -426,19 +462,20 @@ def train_rignet(
         :class:`TrainRigResult`.
 
     Raises:
-        AssetError: a missing or damaged sample set, DFR or checkpoint. InputError: bad settings, or a
-            DFR that does not fit the set's codes.
+        AssetError: a missing or damaged sample set, DFR or checkpoint. InputError: bad settings
+            (:meth:`RigConfig.check`), a DFR that does not fit the set's codes, NaN or infinite values in
+            the set's ``ws.npy`` / ``params.npy``, or ``out_dir`` holding another command's outputs.
     """
     from stylerig.devices import resolve_device
-    from stylerig.outputs import write_json, write_run_json
+    from stylerig.outputs import claim_output_dir, write_json, write_run_json
     from stylerig.render import FaceRenderer
     from stylerig.training.dfr import predict, resolve_face_model
 
     t_start = time.perf_counter()
     cfg = config or RigConfig()
     cfg.trainer_config().check()
-    loss_cfg = cfg.loss_config()
-    out = Path(out_dir)
+    loss_cfg = cfg.check()
+    out = claim_output_dir(out_dir, "train-rignet")
     dataset = data if isinstance(data, SampleSet) else SampleSet(data)
     F = dfr if isinstance(dfr, DFR) else load_dfr(dfr)
     dfr_label = str(Path(dfr).resolve()) if not isinstance(dfr, DFR) else "in-memory DFR"
@@ -447,6 +484,8 @@ def train_rignet(
             f"the DFR takes W+ codes of {F.num_ws} x {F.w_dim}, the set has {dataset.num_ws} x {dataset.w_dim}",
             hint="pass the DFR trained on this sample set's generator",
         )
+    # NaN codes would reach the DFR and fail there as "p contains NaN": name the file instead.
+    dataset.check_finite(("ws", "params"))
     dist = Distributed(resolve_device(device))
     try:
         notes: list[str] = []

@@ -40,6 +40,8 @@ __all__ = ["FACTOR_GROUPS", "REPORT_SEEDS", "entanglement", "fidelity", "world_r
 
 #: First held-out seed of the report (the training log uses 1 000 000 ... 1 000 127).
 REPORT_SEEDS = 2_000_000
+#: The ``command`` the report's ``run.json`` records.
+RUN_COMMAND = "world report"
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -241,42 +243,57 @@ def _ws_plot(ent: dict[str, Any], path: Path) -> None:
 
 
 def write_world_report(world: World, out_dir: str | os.PathLike[str], **kw: Any) -> dict[str, Any]:
-    """Run :func:`world_report` and write its files into ``out_dir``; returns the JSON-able summary."""
-    from stylerig.outputs import atomic_write, save_png, write_json, write_run_json
+    """Run :func:`world_report` and write its files into ``out_dir``; returns the JSON-able summary.
+
+    The files land together (:func:`stylerig.outputs.staged_outputs`): an error part-way (a full disk)
+    leaves an earlier report in ``out_dir`` whole.
+
+    Raises:
+        InputError: ``out_dir`` holds another command's outputs (checked before anything is computed).
+        AssetError: the files cannot be written.
+    """
+    from stylerig.outputs import (
+        atomic_write,
+        claim_output_dir,
+        save_png,
+        staged_outputs,
+        write_json,
+        write_run_json,
+    )
     from stylerig.viz import labelled_grid, to_uint8
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output_dir(out_dir, RUN_COMMAND)
     rep = world_report(world, **kw)
     target, gen, mask = rep["fidelity"].pop("images")
     k = min(8, target.shape[0])
     diff = ((gen[:k] - target[:k]).abs() * 2.0 - 1.0).clamp(-1, 1)
     rows = [list(to_uint8(x)) for x in (target[:k], gen[:k], diff)]
-    save_png(
-        out / "fidelity.png",
-        labelled_grid(
-            rows,
-            row_labels=["world render", "generator", "|difference| x2"],
-            col_labels=[f"seed {REPORT_SEEDS + i}" for i in range(k)],
-        ),
-    )
     ims = rep["mixing"].pop("images")
-    k = min(8, ims["mixed"].shape[0])
-    save_png(
-        out / "mixing.png",
-        labelled_grid(
-            [list(to_uint8(ims["unmixed"][:k])), list(to_uint8(ims["mixed"][:k]))],
-            row_labels=["unmixed", "mixed (<=5 codes)"],
-            col_labels=[f"seed {REPORT_SEEDS + i}" for i in range(k)],
-        ),
-    )
     ent = rep["entanglement"]
-    _ws_plot(ent, out / "ws_sensitivity.png")
-    lines = ["group,participation_ratio," + ",".join(f"slot_{i}" for i in range(ent["num_ws"]))]
-    for g in ent["groups"]:
-        vals = ",".join(f"{v:.5f}" for v in ent["slot_effect"][g])
-        lines.append(f"{g},{ent['participation'][g]:.2f},{vals}")
-    atomic_write(out / "ws_sensitivity.csv", ("\n".join(lines) + "\n").encode())
-    write_json(out / "report.json", rep)
-    write_run_json(out, command="world report", arguments=kw, seed=REPORT_SEEDS)
+    with staged_outputs(out) as stage:
+        save_png(
+            stage / "fidelity.png",
+            labelled_grid(
+                rows,
+                row_labels=["world render", "generator", "|difference| x2"],
+                col_labels=[f"seed {REPORT_SEEDS + i}" for i in range(k)],
+            ),
+        )
+        m = min(8, ims["mixed"].shape[0])
+        save_png(
+            stage / "mixing.png",
+            labelled_grid(
+                [list(to_uint8(ims["unmixed"][:m])), list(to_uint8(ims["mixed"][:m]))],
+                row_labels=["unmixed", "mixed (<=5 codes)"],
+                col_labels=[f"seed {REPORT_SEEDS + i}" for i in range(m)],
+            ),
+        )
+        _ws_plot(ent, stage / "ws_sensitivity.png")
+        lines = ["group,participation_ratio," + ",".join(f"slot_{i}" for i in range(ent["num_ws"]))]
+        for g in ent["groups"]:
+            vals = ",".join(f"{v:.5f}" for v in ent["slot_effect"][g])
+            lines.append(f"{g},{ent['participation'][g]:.2f},{vals}")
+        atomic_write(stage / "ws_sensitivity.csv", ("\n".join(lines) + "\n").encode())
+        write_json(stage / "report.json", rep)
+        write_run_json(stage, command=RUN_COMMAND, arguments=kw, seed=REPORT_SEEDS)
     return rep

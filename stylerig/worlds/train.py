@@ -49,6 +49,7 @@ from stylerig.devices import resolve_device
 from stylerig.errors import InputError
 from stylerig.face import load_face_model
 from stylerig.gan import Generator, save_generator
+from stylerig.outputs import claim_output_dir, write_run_json
 from stylerig.render import FaceRenderer
 from stylerig.tensorfile import load_tensors, save_tensors
 from stylerig.worlds.prior import (
@@ -66,6 +67,7 @@ __all__ = [
     "HELD_OUT",
     "TrainConfig",
     "build_generator",
+    "check_config",
     "evaluate",
     "learning_rate",
     "psnr",
@@ -76,6 +78,8 @@ __all__ = [
 #: (training z come from a torch RNG, not from integer seeds).
 HELD_OUT: tuple[int, ...] = tuple(range(1_000_000, 1_000_128))
 RESOLUTION = 128
+#: The ``command`` the ``run.json`` of a build records.
+RUN_COMMAND = "stylerig.worlds.train"
 
 
 @dataclass
@@ -120,6 +124,55 @@ class TrainConfig:
             },
             "synthesis_kwargs": {"channel_base": self.channel_base, "channel_max": self.channel_max},
         }
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Check every number and name of ``cfg`` (before anything is written or trained).
+
+    Raises:
+        InputError: a non-finite or out-of-range setting (a learning rate of ``inf`` would write a
+            generator of NaN weights), or unknown ``critic_groups``.
+    """
+
+    def is_int(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def number(name: str, *, positive: bool = False, below_one: bool = False) -> None:
+        v = getattr(cfg, name)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (v > 0 if positive else v >= 0) and (not below_one or v < 1)
+        if not ok:
+            what = "a finite number " + ("> 0" if positive else ">= 0") + (" and < 1" if below_one else "")
+            raise InputError(
+                f"--{name.replace('_', '-')} must be {what}, got {v!r}",
+                hint="pass a finite value in range (e.g. --lr 2e-3)",
+            )
+
+    def integer(name: str, low: int, high: int | None = None) -> None:
+        v = getattr(cfg, name)
+        if not is_int(v) or v < low or (high is not None and v > high):
+            span = f">= {low}" if high is None else f"in {low}..{high}"
+            raise InputError(f"--{name.replace('_', '-')} must be an integer {span}, got {v!r}")
+
+    for name in ("lr", "mapping_lr_multiplier", "decay_factor"):
+        number(name, positive=True)
+    for name in ("face_weight", "feature_weight", "edge_weight", "critic_weight"):
+        number(name)
+    for name in ("beta1", "beta2"):
+        number(name, below_one=True)
+    for name in ("batch", "channel_base", "channel_max", "mapping_layers", "threads"):
+        integer(name, 1)
+    for name in ("decay_start", "decay2_start", "eval_every", "checkpoint_every"):
+        integer(name, 0)
+    integer("eval_seeds", 1, len(HELD_OUT))
+    integer("prior_version", 1, PRIOR_VERSION)
+    names = [g.strip() for g in str(cfg.critic_groups).split(",") if g.strip()]
+    unknown = [g for g in names if g not in FACTOR_GROUPS and g not in FACTOR_NAMES]
+    if not names or unknown:
+        raise InputError(
+            f"critic groups {cfg.critic_groups!r}: unknown {unknown or 'none given'}",
+            hint=f"name groups ({', '.join(FACTOR_GROUPS)}) or single factors, separated by commas",
+        )
 
 
 def build_generator(cfg: TrainConfig, seed: int = 0) -> Generator:
@@ -327,10 +380,20 @@ def train_world_generator(
 
     Returns:
         The trained :class:`~stylerig.gan.Generator` (also saved in ``out_dir``).
+
+    Raises:
+        InputError: a non-finite or out-of-range setting (:func:`check_config`), ``out_dir`` holding
+            another command's outputs, or a checkpoint of other settings; all but the last before
+            anything is written.
     """
     if steps is None and minutes is None:
         raise ValueError("give steps or minutes")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
+        raise InputError(f"--steps must be an integer >= 0, got {steps!r}")  # 0: the initial generator
+    if minutes is not None and not (math.isfinite(float(minutes)) and float(minutes) > 0):
+        raise InputError(f"--minutes must be a finite number > 0, got {minutes!r}")
     cfg = config or TrainConfig()
+    check_config(cfg)  # a bad setting fails before anything is written
     dev = resolve_device(cfg.device)
     # A bad critic or device fails before anything is written or rendered.
     critic = (
@@ -338,7 +401,7 @@ def train_world_generator(
         if cfg.critic and cfg.critic_weight > 0
         else None
     )
-    out = Path(out_dir)
+    out = claim_output_dir(out_dir, RUN_COMMAND)
     out.mkdir(parents=True, exist_ok=True)
     G = build_generator(cfg, seed).to(dev)  # initialised on the CPU: the same weights on every device
     G.train()
@@ -384,9 +447,7 @@ def train_world_generator(
             )
     elif cfg.init:
         _warm_start(G, Path(cfg.init))
-    from stylerig.outputs import write_run_json
-
-    write_run_json(out, command="stylerig.worlds.train", arguments={**asdict(cfg), "seed": seed}, seed=seed)
+    write_run_json(out, command=RUN_COMMAND, arguments={**asdict(cfg), "seed": seed}, seed=seed)
     world = _World(cfg.eval_seeds, cfg.prior_version, dev)
     log_path = out / "log.jsonl"
     wall0 = time.perf_counter()

@@ -255,10 +255,13 @@ def _check_prior_version(path: Path) -> None:
     if not run.is_file():
         return  # a generator copied elsewhere: nothing to check against
     try:
-        args = json.loads(run.read_text()).get("arguments", {})
+        record = json.loads(run.read_text())
     except (OSError, ValueError):
         return
-    if "batch" not in args:  # not a world build's run.json
+    if not isinstance(record, dict) or record.get("command") not in (None, "stylerig.worlds.train"):
+        return  # another command's folder (a DFR's, a rig's): its run.json says nothing of the prior
+    args = record.get("arguments", {})
+    if not isinstance(args, dict) or "batch" not in args:  # not a world build's run.json
         return
     version = int(args.get("prior_version", 1))
     if version != PRIOR_VERSION:
@@ -297,10 +300,19 @@ def load_world(name: str | os.PathLike[str] | None = None, device: str | torch.d
                 hint="reinstall stylerig, or rebuild it: `stylerig world build --out runs/world` "
                 "(see docs/world-convergence.md) and pass its generator.safetensors",
             )
+        G = load_generator(path, device=device)
     else:
         path, label = Path(name), str(Path(name).resolve())
+        # What the file is comes first: a DFR or rig file is no generator, whatever folder it sits in.
+        try:
+            G = load_generator(path, device=device)
+        except AssetError as e:
+            raise AssetError(
+                f"{e.message}; a world needs a generator",
+                hint="pass the generator.safetensors written by `stylerig world build` (or leave out "
+                "--generator for the built-in world)",
+            ) from e
         _check_prior_version(path)
-    G = load_generator(path, device=device)
     world = World(G, _procedural_face_model(), name=label)
     G.ground_truth = world.ground_truth  # what `stylerig sample` looks for (params.npy, landmarks)
     world.generator_path = path  # type: ignore[attr-defined]

@@ -153,7 +153,7 @@ def train_rignet(
         lr=lr,
         seed=seed,
     )
-    cfg.loss_config()  # all three switched off -> InputError before any work
+    cfg.check()  # terms all off or all weighing 0, stray group weights -> InputError before any work
     args = {
         "data": str(data),
         "dfr": str(dfr),

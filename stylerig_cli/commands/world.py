@@ -129,6 +129,12 @@ def build(
         raise InputError(
             "give --minutes or --steps", hint="e.g. --minutes 30; the run resumes where it stopped"
         )
+    if critic is None and (critic_groups != "pose" or critic_weight != 1.0):
+        given = "--critic-groups" if critic_groups != "pose" else "--critic-weight"
+        raise InputError(
+            f"{given} only applies with --critic, which is not given",
+            hint="pass --critic ESTIMATOR.safetensors, or leave out the critic's options",
+        )
     torch.set_num_threads(threads)
     cfg = TrainConfig(
         lr=lr,
