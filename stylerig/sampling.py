@@ -402,10 +402,10 @@ def _prepare(out: Path, key: dict[str, Any], chunk_size: int, force: bool) -> tu
                 ) from e
             manifest = None
         if manifest is not None and manifest.get("key") == key:
-            try:
-                SampleSet(out)
+            try:  # the same set: confirm it is whole, values included (a resumed demo skips it)
+                SampleSet(out).check_finite(("ws", "params"))
                 return "done", manifest
-            except AssetError as e:
+            except (AssetError, InputError) as e:
                 if not force:
                     raise AssetError(
                         f"{out} holds this sample set but it is damaged ({e.message})",

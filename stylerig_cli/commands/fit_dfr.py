@@ -132,7 +132,7 @@ def fit_dfr(
     for key, v in (m.get("targets") or {}).items():
         verdict = "[green]met[/]" if v["met"] else "[red]missed[/]"
         if not v.get("measured", True):
-            verdict = "[yellow]not measured[/] (the set has no params.npy)"
+            verdict = "[yellow]not measured[/] (the set has no ground truth for it)"
         lines.append(f"  target {key} {v['target']}: {verdict}")
     lines.append(f"wrote {escape(str(out))}/dfr.safetensors, metrics.json, figure3.png")
     for line in lines:
