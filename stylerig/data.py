@@ -309,7 +309,9 @@ class SampleSet:
             bad, first = 0, -1
             for a in range(0, len(todo), _CHECK_BLOCK):
                 block_rows = todo[a : a + _CHECK_BLOCK]
-                x = np.asarray(arr[block_rows]).reshape(len(block_rows), -1)
+                # All rows: a slice of the memory map (a gather by index would copy each block first).
+                block = arr[a : a + _CHECK_BLOCK] if index is None else arr[block_rows]
+                x = np.asarray(block).reshape(len(block_rows), -1)
                 fin = np.isfinite(x)
                 if name == "params":  # a row of NaN is a row without ground truth
                     fin |= np.isnan(x).all(axis=1, keepdims=True)

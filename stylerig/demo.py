@@ -202,16 +202,24 @@ def run_demo(
 
     # sample: write_sample_set confirms a complete set at once, or finishes an interrupted one.
     def do_sample() -> dict[str, str]:
-        r = write_sample_set(
-            d_samples,
-            None,
-            cfg.n_samples,
-            seed=cfg.seed,
-            landmarks="auto",
-            device=device,
-            progress=lambda done, total: prog.update(done, total, "images"),
-            command="demo",
-        )
+        try:
+            r = write_sample_set(
+                d_samples,
+                None,
+                cfg.n_samples,
+                seed=cfg.seed,
+                landmarks="auto",
+                device=device,
+                progress=lambda done, total: prog.update(done, total, "images"),
+                command="demo",
+            )
+        except StylerigError as e:
+            if "--force" not in (e.hint or ""):
+                raise
+            raise AssetError(  # the demo has no --force: say what to do instead
+                f"the demo's sample stage: {e.message}",
+                hint=f"delete {d_samples} (or pass another --out) and run the demo again",
+            ) from e
         notes.extend(r.notes)
         return {"set": str(d_samples)} | ({"_skipped": "yes"} if r.already_complete else {})
 

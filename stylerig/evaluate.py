@@ -463,18 +463,19 @@ def _resolve(
                 f"{label}, the DFR and the set's codes ({dataset.num_ws} x {dataset.w_dim}) do not fit together",
                 hint="pass the rig and DFR trained on this sample set",
             )
-    _check_set_values(dataset, world=_is_world(generator))
     return loaded, F, dfr_label, dataset
 
 
-def _check_set_values(dataset: SampleSet, *, world: bool) -> None:
-    """Refuse NaN or infinite codes, and on the world rows without truth, naming the set's file.
+def _check_set_values(dataset: SampleSet, rows: np.ndarray, *, world: bool) -> None:
+    """Refuse NaN or infinite codes among ``rows`` (the held-out rows, the only codes evaluate reads),
+    and on the world rows without truth, naming the set's file.
 
     On the world, the truth of every row is used (its spread is the error unit, the partners' truth the
     edit target), so a row of NaN in ``params.npy`` (a style-mixed code) is refused too: without this, the
     NaN targets reach the generator and fail far away as NaN images.
     """
-    dataset.check_finite(("ws", "params"))
+    dataset.check_finite(("ws",), rows)
+    dataset.check_finite(("params",))
     if world and dataset.params is not None:
         known = 0
         for a in range(0, len(dataset), 4096):
@@ -1010,6 +1011,7 @@ def evaluate(
     if n_pairs < 1:
         raise InputError(f"n_pairs must be at least 1, got {n_pairs}")
     loaded, F, dfr_label, dataset = _resolve(rigs, dfr, data, generator)
+    _check_set_values(dataset, dataset.split(val_fraction, seed=seed)[1], world=_is_world(generator))
     if _is_world(generator):
         metrics, run_args = _world_metrics(
             loaded, F, dfr_label, dataset, n_pairs, val_fraction, seed, method, say

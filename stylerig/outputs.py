@@ -137,20 +137,32 @@ def claim_output_dir(out_dir: str | os.PathLike[str], command: str, *, accept: I
         raise InputError(f"the output folder {out} is a file", hint="pass a folder path to --out")
     run = out / "run.json"
     other: str | None = None
-    if run.is_file():
-        try:
-            other = str(json.loads(run.read_text()).get("command"))
-        except (OSError, ValueError, AttributeError):
-            other = "an unreadable run.json"
-    elif (out / "manifest.json").is_file() and (out / "ws.npy").exists():
-        other = "sample"
+    try:
+        other = str(json.loads(run.read_text()).get("command"))
+    except FileNotFoundError:  # (also when another process removes it while we look)
+        if (out / "manifest.json").is_file() and (out / "ws.npy").exists():
+            other = "sample"
+    except (OSError, ValueError, AttributeError):
+        other = "an unreadable run.json"
     if other is not None and other != command and other not in set(accept):
-        what = other if other.startswith("an ") else f"`stylerig {other}`"
+        what = other if other.startswith("an ") else f"`{_typed(other)}`"
         raise InputError(
-            f"{out} already holds the outputs of {what}; `stylerig {command}` would overwrite them",
+            f"{out} already holds the outputs of {what}; `{_typed(command)}` would overwrite them",
             hint="choose another --out folder (every command writes a folder of its own)",
         )
     return out
+
+
+#: How a person types the commands whose ``run.json`` records a module name.
+_TYPED = {
+    "stylerig.worlds.estimator_train": "python -m stylerig.worlds.estimator_train",
+    "stylerig.worlds.train": "stylerig world build",
+}
+
+
+def _typed(command: str) -> str:
+    """The command line of a ``run.json`` ``command`` (``fit-dfr`` -> ``stylerig fit-dfr``)."""
+    return _TYPED.get(command, f"stylerig {command}")
 
 
 @contextlib.contextmanager
@@ -175,19 +187,23 @@ def staged_outputs(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
         AssetError: ``out_dir`` cannot be created or written.
     """
     out = Path(out_dir)
+    hint = "check that the folder is writable and the disk has free space"
     try:
         out.mkdir(parents=True, exist_ok=True)
+        for old in out.glob(".staging-*"):  # left by a killed run (an hour old: not a live one's)
+            if old.is_dir() and time.time() - old.stat().st_mtime > 3600:
+                shutil.rmtree(old, ignore_errors=True)
         stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     except OSError as e:
-        raise AssetError(
-            f"cannot write into {out}: {e.strerror or e}",
-            hint="check that the folder is writable and the disk has free space",
-        ) from e
+        raise AssetError(f"cannot write into {out}: {e.strerror or e}", hint=hint) from e
     try:
         yield stage
-        for f in sorted(p for p in stage.rglob("*") if p.is_file()):
-            dest = out / f.relative_to(stage)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(f, dest)
+        try:
+            for f in sorted(p for p in stage.rglob("*") if p.is_file()):
+                dest = out / f.relative_to(stage)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(f, dest)
+        except OSError as e:
+            raise AssetError(f"cannot move the new files into {out}: {e.strerror or e}", hint=hint) from e
     finally:
         shutil.rmtree(stage, ignore_errors=True)

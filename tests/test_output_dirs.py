@@ -112,3 +112,38 @@ def test_fit_dfr_calls_a_target_it_cannot_measure_not_measured(tmp_path: Path, t
     targets = res.metrics["targets"]
     assert targets["rotation_median_deg_yaw"] == {"target": "<= 1.5", "measured": False, "met": False}
     assert targets["psnr_mask_db"]["measured"] is True
+
+
+def test_refusals_name_commands_as_they_are_typed(tmp_path: Path) -> None:
+    write_run_json(tmp_path, "stylerig.worlds.train", {})
+    with pytest.raises(
+        InputError, match="`stylerig world build`; `python -m stylerig.worlds.estimator_train`"
+    ):
+        claim_output_dir(tmp_path, "stylerig.worlds.estimator_train")
+
+
+def test_staged_outputs_clear_what_a_killed_run_left(tmp_path: Path) -> None:
+    import os
+    import time
+
+    old, live = tmp_path / ".staging-old", tmp_path / ".staging-live"
+    for d in (old, live):
+        d.mkdir()
+        (d / "big.png").write_bytes(b"x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))  # two hours old: a killed run's
+    with staged_outputs(tmp_path) as stage:
+        write_json(stage / "a.json", {})
+    assert not old.exists() and live.exists()  # a recent one may belong to a run still going
+
+
+def test_the_demo_says_how_to_redo_a_damaged_sample_set(tmp_path: Path, monkeypatch) -> None:
+    import stylerig.sampling
+    from stylerig.demo import run_demo
+
+    def damaged(*a, **k):
+        raise AssetError("runs/demo/samples holds this sample set but it is damaged", hint="pass --force")
+
+    monkeypatch.setattr(stylerig.sampling, "write_sample_set", damaged)
+    with pytest.raises(AssetError, match="sample stage") as e:
+        run_demo(tmp_path / "demo")
+    assert "delete" in (e.value.hint or "") and "--force" not in (e.value.hint or "")

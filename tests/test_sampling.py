@@ -101,15 +101,13 @@ def test_same_arguments_give_identical_sets_and_rerun_is_a_no_op(tmp_path: Path,
     assert {p.name: p.stat().st_mtime_ns for p in a.iterdir()} == before
 
 
-def test_a_rerun_does_not_confirm_a_set_whose_codes_went_nan(tmp_path: Path, gen_path: Path) -> None:
+def test_a_set_the_demo_wrote_is_a_sample_set_for_sample(tmp_path: Path, gen_path: Path) -> None:
     out = tmp_path / "a"
-    write(out, gen_path, 9)
-    ws = np.load(out / "ws.npy")
-    ws[3, 0, 0] = np.nan
-    np.save(out / "ws.npy", ws)
-    with pytest.raises(AssetError, match="damaged.*ws.npy") as e:
-        write(out, gen_path, 9)
-    assert "--force" in (e.value.hint or "")
+    write(out, gen_path, 9, command="demo")
+    again = write(out, gen_path, 9)  # `stylerig sample` into the demo's samples/: the same set
+    assert again.already_complete
+    write(out, gen_path, 8, force=True)  # and it may replace it
+    assert json.loads((out / "run.json").read_text())["command"] == "sample"
 
 
 def test_interrupted_run_resumes_to_the_identical_set(tmp_path: Path, gen_path: Path) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
 import torch
+
+from stylerig.errors import StylerigError
 
 
 def recipe_main(
@@ -17,7 +20,8 @@ def recipe_main(
 
     Every field of the dataclass ``config_cls`` becomes an option (underscores as dashes, the field's
     default and type); then ``train(out, steps, minutes=, resume=, seed=, config=)`` runs with the
-    config's ``threads`` torch threads.
+    config's ``threads`` torch threads. A :class:`~stylerig.errors.StylerigError` is printed as one
+    message (and its hint) with exit status 2.
     """
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--out", required=True, help="output folder (resumed when it holds a checkpoint)")
@@ -32,4 +36,8 @@ def recipe_main(
     torch.set_num_threads(cfg.threads)
     if a.minutes is None and a.steps is None:
         ap.error("give --minutes or --steps")
-    train(a.out, a.steps, minutes=a.minutes, resume=not a.no_resume, seed=a.seed, config=cfg)
+    try:
+        train(a.out, a.steps, minutes=a.minutes, resume=not a.no_resume, seed=a.seed, config=cfg)
+    except StylerigError as e:  # a person's mistake: one message and exit status 2, as the CLI does
+        print(f"error: {e.message}" + (f"\nhint: {e.hint}" if e.hint else ""), file=sys.stderr)
+        raise SystemExit(2) from None
