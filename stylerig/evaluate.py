@@ -717,7 +717,14 @@ def _world_metrics(
     for label, rig in loaded:
         say(f"{label} ({rig.mode}): measuring {n_pairs} pairs per edit")
         flat = evaluate_on_world(
-            rig, F, dataset, n_pairs=n_pairs, val_fraction=val_fraction, seed=seed, method=method
+            rig,
+            F,
+            dataset,
+            n_pairs=n_pairs,
+            val_fraction=val_fraction,
+            seed=seed,
+            method=method,
+            log=lambda m, label=label, rig=rig: say(f"{label} ({rig.mode}): {m}"),  # liveness on long runs
         )
         metrics["rigs"][label] = {"mode": rig.mode, "arch": rig.arch, "metrics": flat}
         for g in rig.groups:

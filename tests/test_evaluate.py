@@ -219,6 +219,15 @@ def test_demo_rerun_skips_and_cli_evaluate(demo_dir, capsys, tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["n_pairs"] == 4
 
 
+def test_evaluate_reports_progress_while_it_measures(demo_dir, tmp_path):
+    from stylerig.evaluate import evaluate
+
+    out, _ = demo_dir
+    said: list[str] = []
+    evaluate([out / "rig"], n_pairs=2, out_dir=tmp_path, method="fast", log=said.append)
+    assert any("estimated" in m and "images" in m for m in said)  # not silent on a long measurement
+
+
 def test_oracle_codes_swap_exactly_the_groups_factors(demo_dir):
     """The perfect edit: the mapping of the source's factors with the group's factors from the partner."""
     import numpy as np
