@@ -7,15 +7,15 @@
 # Every stage is resumable: run the script again after an interruption and it continues where it stopped
 # (a finished stage only re-saves its outputs). The stages, with times measured on a quiet 2-core CPU
 # machine (docs/world.md, "Rebuilding it"):
-#   1. side by side for ~30 min: the two estimators one after the other on one thread (the estimator
-#      recipe gains nothing from a second thread: 0.50 vs 0.52 min per 200 steps), each ~15 min --
-#      the critic (seed 0) and the world's own estimator (seed 2), both on prior-2 renders only --
-#      and the first 2,600 generator steps of pixel regression on the other thread (87 steps/min)
-#   2. the generator's remaining pixel-regression steps to 8,000 on all threads (112 steps/min, ~48 min)
+#   1. side by side, 29.5 min (timed): the two estimators one after the other on one thread (the
+#      estimator recipe gains nothing from a second thread: 0.50 vs 0.52 min per 200 steps), 10.8 and
+#      10.5 min -- the critic (seed 0) and the world's own estimator (seed 2), both on prior-2 renders
+#      only -- and the first 2,600 generator steps of pixel regression on the other thread (88 steps/min)
+#   2. the generator's remaining pixel-regression steps to 8,000 on all threads (115 steps/min, ~47 min)
 #   3. 2,000 generator steps with the critic's imitative loss on pose and expression   ~21 min
 #   4. 2,000 steps warm-started on prior 3 (ambient light fixed) from the step-10,000 generator, with the
 #      critic on the light too                                                          ~19 min
-# That adds up to about 2 hours; the recipe has not yet been timed end to end in this form. It is the
+# That adds up to about 116 minutes; the recipe has not yet been timed end to end in this form. It is the
 # shipped recipe with two changes measured separately: its stages 4 and 5 merged into one (an equivalent
 # generator: 26.42 vs 26.54 dB, yaw 1.31 deg for both; docs/world.md), and the estimators beside the
 # generator. The shipped generator was built by the six-stage recipe listed in docs/world.md, with every
