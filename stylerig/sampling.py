@@ -775,9 +775,9 @@ def write_sample_set(
 
     t0 = time.perf_counter()
     _check_args(n, seed, truncation, 1 if mix_max is None else mix_max, resolution, batch, noise_mode)
-    # Another command's folder (a DFR's, a rig's) is refused before anything is written; a sample set
-    # written by `sample` itself is for _prepare to judge (same set: done; another: --force).
-    out = claim_output_dir(out_dir, command, accept=("sample", "demo"))  # a set is a set, whoever wrote it
+    # Another command's folder (a DFR's, a rig's) is refused before anything is written; a sample set,
+    # whether `sample` or the demo wrote it, is for _prepare to judge (same set: done; another: --force).
+    out = claim_output_dir(out_dir, command, accept=("sample", "demo"))
     ranks = _Ranks()
     try:
         dev = resolve_device(device)

@@ -166,13 +166,23 @@ def check_config(cfg: TrainConfig) -> None:
         integer(name, 0)
     integer("eval_seeds", 1, len(HELD_OUT))
     integer("prior_version", 1, PRIOR_VERSION)
-    names = [g.strip() for g in str(cfg.critic_groups).split(",") if g.strip()]
+    critic_group_names(cfg.critic_groups)
+
+
+def critic_group_names(groups: str) -> list[str]:
+    """The names of a comma-separated ``critic_groups`` (:data:`FACTOR_GROUPS` groups or single factors).
+
+    Raises:
+        InputError: none given, or a name that is neither.
+    """
+    names = [g.strip() for g in str(groups).split(",") if g.strip()]
     unknown = [g for g in names if g not in FACTOR_GROUPS and g not in FACTOR_NAMES]
     if not names or unknown:
         raise InputError(
-            f"critic groups {cfg.critic_groups!r}: unknown {unknown or 'none given'}",
+            f"critic groups {groups!r}: unknown {unknown or 'none given'}",
             hint=f"name groups ({', '.join(FACTOR_GROUPS)}) or single factors, separated by commas",
         )
+    return names
 
 
 def build_generator(cfg: TrainConfig, seed: int = 0) -> Generator:
@@ -284,13 +294,7 @@ class _Critic:
     ) -> None:
         from stylerig.worlds.estimator import load_estimator
 
-        names = [g.strip() for g in groups.split(",") if g.strip()]
-        unknown = [g for g in names if g not in FACTOR_GROUPS and g not in FACTOR_NAMES]
-        if not names or unknown:
-            raise InputError(
-                f"critic groups {groups!r}: unknown {unknown or 'none given'}",
-                hint=f"name groups ({', '.join(FACTOR_GROUPS)}) or single factors, separated by commas",
-            )
+        names = critic_group_names(groups)
         if not Path(path).is_file():
             raise InputError(f"--critic {path}: no such file", hint="pass an estimator.safetensors")
         inert = set(inert_factors(version))
