@@ -7,15 +7,17 @@
 # Every stage is resumable: run the script again after an interruption and it continues where it stopped
 # (a finished stage only re-saves its outputs). The stages, with times measured on a quiet 2-core CPU
 # machine (docs/world.md, "Rebuilding it"):
-#   1. side by side, 29.5 min (timed): the two estimators one after the other on one thread (the
-#      estimator recipe gains nothing from a second thread: 0.50 vs 0.52 min per 200 steps), 10.8 and
-#      10.5 min -- the critic (seed 0) and the world's own estimator (seed 2), both on prior-2 renders
-#      only -- and the first 2,600 generator steps of pixel regression on the other thread (88 steps/min)
-#   2. the generator's remaining pixel-regression steps to 8,000 on all threads (115 steps/min, ~47 min)
+#   1. side by side, ~32 min: the three estimators one after the other on one thread (the estimator
+#      recipe gains nothing from a second thread: 0.50 vs 0.52 min per 200 steps), 10.8, 10.5 and
+#      10.4 min -- the critic (seed 0), the world's own estimator (seed 2) and its eye specialist (seed 1,
+#      eye_close weighted 4x; it reads the lids, which the others cannot), all on prior-2 renders only --
+#      and the first 2,800 generator steps of pixel regression on the other thread (88 steps/min). With
+#      two estimators and 2,600 generator steps this stage was timed at 29.5 min.
+#   2. the generator's remaining pixel-regression steps to 8,000 on all threads (115 steps/min, ~45 min)
 #   3. 2,000 generator steps with the critic's imitative loss on pose and expression   ~21 min
 #   4. 2,000 steps warm-started on prior 3 (ambient light fixed) from the step-10,000 generator, with the
 #      critic on the light too                                                          ~19 min
-# That adds up to about 116 minutes; the recipe has not yet been timed end to end in this form. It is the
+# That adds up to about 117 minutes; the recipe has not yet been timed end to end in this form. It is the
 # shipped recipe with two changes measured separately: its stages 4 and 5 merged into one (an equivalent
 # generator: 26.42 vs 26.54 dB, yaw 1.31 deg for both; docs/world.md), and the estimators beside the
 # generator. The shipped generator was built by the six-stage recipe listed in docs/world.md, with every
@@ -25,9 +27,10 @@
 # 1,250 (with the critic) steps a minute on an H200, about 10 minutes in all (docs/gpu.md). The estimator
 # stages have not been timed on a GPU. A stage may change device at a resume.
 # Prior 3 is prior 2 with the ambient light fixed: its renders are a subset of prior 2's, so the critic
-# and the estimator trained on prior 2 read them (docs/world.md, "prior version 3").
-# Then copy OUT_DIR/generator-v3/generator.safetensors and OUT_DIR/estimator/estimator.safetensors over
-# stylerig/worlds/assets/world-generator.safetensors and world-estimator.safetensors.
+# and the estimators trained on prior 2 read them (docs/world.md, "prior version 3").
+# Then copy OUT_DIR/generator-v3/generator.safetensors, OUT_DIR/estimator/estimator.safetensors and
+# OUT_DIR/eyes/estimator.safetensors over stylerig/worlds/assets/world-generator.safetensors,
+# world-estimator.safetensors and world-estimator-eyes.safetensors.
 set -euo pipefail
 out="${1:-runs/world-build}"
 threads="${2:-2}"
@@ -41,9 +44,13 @@ critic=(--critic "$out/critic/estimator.safetensors" --critic-weight 1)
 light=pose,expression,light_azimuth,light_elevation,light_warmth
 
 # 1. The estimators (one thread) beside the first generator steps (the other thread).
-( run "${estimator[@]}" --out "$out/critic" --seed 0 && run "${estimator[@]}" --out "$out/estimator" --seed 2 ) &
+(
+    run "${estimator[@]}" --out "$out/critic" --seed 0
+    run "${estimator[@]}" --out "$out/estimator" --seed 2
+    run "${estimator[@]}" --out "$out/eyes" --seed 1 --factor-weights eye_close=4 --answers-for eye_close
+) &
 estimators=$!
-run "${build[@]}" --threads "$side" --out "$out/generator" --prior-version 2 --steps 2600 --decay-start 7000
+run "${build[@]}" --threads "$side" --out "$out/generator" --prior-version 2 --steps 2800 --decay-start 7000
 wait "$estimators"
 # 2.-4. The generator on every thread.
 run "${build[@]}" --threads "$threads" --out "$out/generator" --prior-version 2 --steps 8000 --decay-start 7000
@@ -53,3 +60,4 @@ run "${build[@]}" --threads "$threads" --out "$out/generator-v3" --prior-version
     --init "$out/generator/generator.safetensors" --lr 5e-4 --steps 2000 "${critic[@]}" --critic-groups "$light"
 echo "generator: $out/generator-v3/generator.safetensors"
 echo "estimator: $out/estimator/estimator.safetensors"
+echo "eye specialist: $out/eyes/estimator.safetensors"

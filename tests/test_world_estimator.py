@@ -16,14 +16,17 @@ from stylerig.render import FaceRenderer
 from stylerig.worlds import factors_to_world, render_portrait, sample_factors
 from stylerig.worlds.estimator import (
     ESTIMATOR_FILE,
+    EYE_ESTIMATOR_FILE,
     EstimatorConfig,
     EstimatorNet,
     fast_estimate_factors,
     fast_estimate_params,
     load_estimator,
+    load_estimators,
     save_estimator,
 )
 from stylerig.worlds.estimator_train import EstimatorTrainConfig, augment, train_estimator
+from stylerig.worlds.prior import FACTOR_NAMES
 
 TINY = EstimatorConfig(widths=(4, 8), reduce=4, hidden=8, input_size=32)
 #: Shipped network on clean world renders: |rotation error| tolerance per angle, degrees (the shipped
@@ -122,6 +125,46 @@ def test_bad_files_raise_asset_error(tmp_path: Path) -> None:
         load_estimator(mismatched, cache=False)
 
 
+def test_specialist_overrides_only_the_factors_it_answers_for(tmp_path: Path, renders) -> None:
+    """An ensemble takes every factor from the general network but those a later specialist answers for."""
+    _, images = renders
+    general, eyes = _tiny_net(0), _tiny_net(1)
+    eyes.answers_for = ("eye_close",)
+    alone = fast_estimate_factors(images[:3], estimator=general).factors
+    spec = fast_estimate_factors(images[:3], estimator=eyes).factors  # alone: all of its outputs
+    both = fast_estimate_factors(images[:3], estimator=[general, eyes])
+    k = FACTOR_NAMES.index("eye_close")
+    others = [i for i in range(len(FACTOR_NAMES)) if i != k]
+    assert torch.equal(both.factors[:, others], alone[:, others])
+    assert torch.equal(both.factors[:, k], spec[:, k]) and not torch.equal(spec[:, k], alone[:, k])
+    assert torch.allclose(both.p, factors_to_world(both.factors)[0])
+    # answers_for is stored with the weights; files work in an ensemble as networks do.
+    gpath = save_estimator(general, tmp_path / "general.safetensors")
+    epath = save_estimator(eyes, tmp_path / "eyes.safetensors")
+    assert load_estimator(epath, cache=False).answers_for == ("eye_close",)
+    assert load_estimator(gpath, cache=False).answers_for == FACTOR_NAMES
+    nets = load_estimators([gpath, epath], cache=False)
+    assert [n.answers_for for n in nets] == [FACTOR_NAMES, ("eye_close",)]
+    from_files = fast_estimate_factors(images[:3], estimator=[gpath, epath]).factors
+    assert torch.allclose(from_files, both.factors, atol=5e-2)  # float16 weights in the files
+    with pytest.raises(InputError, match="first estimator network"):
+        fast_estimate_factors(images[:1], estimator=[eyes, general])
+    with pytest.raises(InputError, match="no such world factor: eye_shut"):
+        EstimatorNet(TINY, answers_for=["eye_shut"])
+
+
+def test_specialist_file_with_bad_answers_for_is_an_asset_error(tmp_path: Path) -> None:
+    from stylerig.tensorfile import load_tensors, save_tensors
+
+    good = save_estimator(_tiny_net(), tmp_path / "good.safetensors")
+    tensors, meta = load_tensors(good, what="x", hint="y")
+    for bad in ('"eye_close"', '["eye_shut"]', "[", "[]"):
+        path = tmp_path / "bad.safetensors"
+        save_tensors(path, tensors, {**meta, "answers_for": bad})
+        with pytest.raises(AssetError):
+            load_estimator(path, cache=False)
+
+
 def test_bad_inputs_raise_input_error(renders) -> None:
     _, images = renders
     net = _tiny_net()
@@ -206,6 +249,35 @@ def test_estimator_training_moves_between_devices_at_a_resume(tmp_path: Path) ->
     assert next(moved.parameters()).device.type == "cuda"
     a, b = moved.cpu().state_dict(), cpu.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-4, rtol=1e-3) for k in a)
+
+
+def test_recipe_records_what_a_specialist_answers_for(tmp_path: Path) -> None:
+    """``--answers-for`` marks the saved network a specialist; it may be added when resuming."""
+    train_estimator(tmp_path / "e", 2, config=_tiny_estimator_config(), log=False)
+    assert load_estimator(tmp_path / "e" / "estimator.safetensors", cache=False).answers_for == FACTOR_NAMES
+    cfg = _tiny_estimator_config(answers_for="eye_close")
+    train_estimator(tmp_path / "e", 2, config=cfg, log=False)  # resumed at its last step: only re-saved
+    assert load_estimator(tmp_path / "e" / "estimator.safetensors", cache=False).answers_for == ("eye_close",)
+    with pytest.raises(InputError, match="no such world factor"):
+        train_estimator(tmp_path / "f", 2, config=_tiny_estimator_config(answers_for="eyes"), log=False)
+    assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.skipif(not EYE_ESTIMATOR_FILE.is_file(), reason="no shipped eye specialist")
+def test_shipped_eye_specialist_reads_the_lids(renderer: FaceRenderer) -> None:
+    """The general network cannot read eye_close (docs/world.md); the shipped ensemble does."""
+    z = sample_factors(range(2_000_300, 2_000_340))
+    p, scene = factors_to_world(z)
+    with torch.no_grad():
+        images = render_portrait(renderer, p, scene)[0]
+    k = FACTOR_NAMES.index("eye_close")
+    assert [n.answers_for for n in load_estimators()][1] == ("eye_close",)
+    both = fast_estimate_factors(images).factors[:, k]
+    general = fast_estimate_factors(images, estimator=ESTIMATOR_FILE).factors[:, k]
+    r_both = float(torch.corrcoef(torch.stack([both, z[:, k]]))[0, 1])
+    r_general = float(torch.corrcoef(torch.stack([general, z[:, k]]))[0, 1])
+    print("eye_close correlation: ensemble", r_both, "general network", r_general)
+    assert r_both > 0.8 and r_general < 0.5
 
 
 @pytest.mark.skipif(not ESTIMATOR_FILE.is_file(), reason="no shipped estimator")

@@ -52,7 +52,13 @@ from stylerig.errors import InputError
 from stylerig.face import load_face_model
 from stylerig.render import FaceRenderer
 from stylerig.tensorfile import load_tensors, save_tensors
-from stylerig.worlds.estimator import EstimatorConfig, EstimatorNet, preprocess, save_estimator
+from stylerig.worlds.estimator import (
+    EstimatorConfig,
+    EstimatorNet,
+    check_answers_for,
+    preprocess,
+    save_estimator,
+)
 from stylerig.worlds.prior import (
     FACTOR_NAMES,
     NUM_FACTORS,
@@ -117,6 +123,11 @@ class EstimatorTrainConfig:
     # (e.g. "eye_close=4": the lids move a few pixels, and most seeds of the recipe learn to ignore them).
     # A loss weight: it may change between the parts of a resumed run (a curriculum).
     factor_weights: str = ""
+    # The factors the saved network answers for, "name,..." ("" = all): a *specialist* such as the shipped
+    # eye network (``--factor-weights eye_close=4 --answers-for eye_close``), which reads the lids and
+    # loses the mouth, is combined with the general network by fast_estimate_factors. Recorded in
+    # estimator.safetensors; it does not change the training.
+    answers_for: str = ""
     input_size: int = 128
     stem_stride: int = 2
     widths: str = "16,24,48,96,128"
@@ -169,6 +180,12 @@ def parse_factor_weights(text: str) -> dict[str, float]:
         if name not in FACTOR_NAMES:
             raise InputError(f"bad factor weight {name!r}: no such factor", hint=hint)
     return dict(pairs)
+
+
+def _answers_for(text: str) -> tuple[str, ...] | None:
+    """``"eye_close,..."`` -> those factor names; "" -> None (all factors)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    return check_answers_for(names) if names else None
 
 
 def _expression_scale(n: int = 20000, version: int = PRIOR_VERSION) -> torch.Tensor:
@@ -290,6 +307,7 @@ _FREE = {
     "lr",
     "schedule_steps",
     "factor_weights",
+    "answers_for",
     "device",
 }
 
@@ -359,6 +377,7 @@ def train_estimator(
     if cfg.batch < 1 or cfg.renders_per_step < 1 or cfg.buffer < cfg.renders_per_step:
         raise InputError("need batch >= 1 and buffer >= renders_per_step >= 1")
     parse_factor_weights(cfg.factor_weights)  # a bad entry fails before anything is written
+    answers_for = _answers_for(cfg.answers_for)
     dev = resolve_device(cfg.device)  # and so does a missing GPU
     from stylerig.outputs import claim_output_dir, write_run_json
 
@@ -366,7 +385,7 @@ def train_estimator(
     out.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        net = EstimatorNet(cfg.net_config())
+        net = EstimatorNet(cfg.net_config(), answers_for)
     net.to(dev).train()  # initialised on the CPU: the same weights on every device
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = torch.Generator().manual_seed(seed)

@@ -168,7 +168,8 @@ class World:
 
         Args:
             images: float [B, 3, 128, 128] in [-1, 1].
-            method: ``"fast"`` (default): the CNN trained on the world's renders, ~2 ms per image
+            method: ``"fast"`` (default): the CNNs trained on the world's renders (a general network and
+                an eye specialist, :data:`stylerig.worlds.estimator.SHIPPED_ESTIMATORS`), a few ms per image
                 (:func:`stylerig.worlds.estimator.fast_estimate_params`; keywords go there, e.g.
                 ``refine_steps``); ``"fit"``: analysis-by-synthesis with the world's renderer and prior
                 (:func:`stylerig.worlds.estimate.estimate_params`, ~1.6 s per image on one CPU thread;
