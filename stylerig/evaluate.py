@@ -697,16 +697,19 @@ def _world_metrics(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The built-in world's metrics.json (before ``targets`` and ``seconds``) and run.json arguments."""
     from stylerig.training.rignet import evaluate_on_world
+    from stylerig.worlds.estimator import describe_estimators
 
     method = _estimator_method(method)
     metrics: dict[str, Any] = {
         "estimator": f"world:{method}",
         "estimator_info": {
-            "description": "the built-in world's CNN estimator (trained on the world's renders, not DFR)"
+            "description": "the built-in world's CNN estimators (a general network and an eye specialist, "
+            "trained on the world's renders, not DFR)"
             if method == "fast"
             else "the built-in world's analysis-by-synthesis fit (its renderer and prior, not DFR)",
             "independent_of": ["dfr", "latents"],
-        },
+        }
+        | ({"files": describe_estimators()} if method == "fast" else {}),
         "n_pairs": n_pairs,
         "sample_set": str(dataset.root.resolve()),
         "dfr": dfr_label,

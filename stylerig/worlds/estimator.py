@@ -55,6 +55,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +80,7 @@ __all__ = [
     "fast_estimate_params",
     "load_estimator",
     "load_estimators",
+    "describe_estimators",
     "preprocess",
     "save_estimator",
 ]
@@ -290,6 +292,20 @@ def load_estimators(
     nets = tuple(load_estimator(p, cache=cache) for p in paths)
     _check_ensemble(nets)
     return nets
+
+
+def describe_estimators() -> list[dict[str, Any]]:
+    """The installed estimator files that ``fast_estimate_factors(estimator=None)`` runs, in order: for each
+    its file name, sha256 and the factors it answers for ("all" for the general network) -- what a
+    measurement records about its judge."""
+    from stylerig.data import file_sha256
+
+    files = [ESTIMATOR_FILE, *(p for p in SHIPPED_ESTIMATORS[1:] if p.is_file())]
+    nets = load_estimators(files)
+    return [
+        {"file": f.name, "sha256": file_sha256(f), "answers_for": "all" if k == 0 else list(n.answers_for)}
+        for k, (f, n) in enumerate(zip(files, nets, strict=True))
+    ]
 
 
 def _check_ensemble(nets: Sequence[EstimatorNet]) -> None:

@@ -295,5 +295,14 @@ def write_world_report(world: World, out_dir: str | os.PathLike[str], **kw: Any)
             lines.append(f"{g},{ent['participation'][g]:.2f},{vals}")
         atomic_write(stage / "ws_sensitivity.csv", ("\n".join(lines) + "\n").encode())
         write_json(stage / "report.json", rep)
-        write_run_json(stage, command=RUN_COMMAND, arguments=kw, seed=REPORT_SEEDS)
+        arguments = {k: v for k, v in kw.items() if k != "progress"}  # a callback, not a setting
+        from stylerig.worlds.estimator import describe_estimators
+
+        write_run_json(
+            stage,
+            command=RUN_COMMAND,
+            arguments=arguments,
+            seed=REPORT_SEEDS,
+            assets={"world": world.name, "estimators": describe_estimators()},
+        )
     return rep
