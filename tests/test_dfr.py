@@ -283,3 +283,166 @@ def test_the_photometric_term_starts_at_the_same_share_of_any_run() -> None:
     assert DFRConfig(steps=6000, landmark_steps=100).photo_start == 100
     assert DFRConfig(steps=6000).trainer_config().rewarm_at == 3600
     assert DFRConfig(steps=6000).task_config()["landmark_steps"] == 3600
+
+
+# ----------------------------------------------------------------------------------------------------
+# The light model (a statistical light prior; not in the paper).
+
+
+def _light_prior(k: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    from stylerig.dfr import light_model
+    from stylerig.worlds.prior import light_statistics
+
+    return light_model(*light_statistics(n=4000), k)
+
+
+def test_light_model_confines_the_light_to_its_subspace(tmp_path: Path) -> None:
+    mean, basis = _light_prior(4)
+    assert basis.shape == (27, 4) and torch.allclose(basis.T @ basis, torch.eye(4), atol=1e-5)
+    torch.manual_seed(0)
+    F = DFR(NUM_WS, W_DIM, (16,), light_dims=4)
+    F.set_light_model(mean, basis)
+    with torch.no_grad():  # a trained-looking last layer: every output moves
+        F.fc1.weight.normal_()
+        F.fc1.bias.normal_()
+    ws = torch.randn(5, NUM_WS, W_DIM)
+    with torch.no_grad():
+        p = F(ws)
+    light = params.get(p, "illumination") - mean
+    assert torch.allclose(light, light @ basis @ basis.T, atol=1e-5)  # in the affine subspace
+    assert float(light.norm()) > 0.1  # ... and not stuck at its mean
+    free = DFR(NUM_WS, W_DIM, (16,))
+    free.load_state_dict({k: v for k, v in F.state_dict().items() if not k.startswith("light_")})
+    q = free(ws)
+    s = params.LAYOUT["illumination"]
+    assert torch.equal(
+        torch.cat([p[:, : s.start], p[:, s.stop :]], 1), torch.cat([q[:, : s.start], q[:, s.stop :]], 1)
+    )
+    path = save_dfr(F, tmp_path / "light.safetensors")
+    G = load_dfr(path)
+    assert G.light_dims == 4 and torch.allclose(G(ws), p, atol=1e-6)
+    assert "light_dims" not in free.config  # a paper DFR's file is unchanged
+    with pytest.raises(InputError, match="orthonormal"):
+        F.set_light_model(mean, basis * 2)
+    with pytest.raises(InputError, match="no light model"):
+        free.set_light_model(mean, basis)
+    with pytest.raises(InputError, match="light_dims"):
+        DFR(NUM_WS, W_DIM, (16,), light_dims=28)
+
+
+def test_world_light_statistics_are_low_dimensional() -> None:
+    """The world's light has three factors (azimuth, elevation, warmth): four directions hold it."""
+    from stylerig.worlds.prior import light_statistics
+
+    mean, cov = light_statistics(n=4000)
+    assert mean.shape == (27,) and cov.shape == (27, 27)
+    assert torch.equal(light_statistics(n=4000)[1], cov)  # deterministic
+    ev = torch.linalg.eigvalsh(cov).flip(0)
+    assert float(ev[:4].sum() / ev.sum()) > 0.99 and float(ev[:2].sum() / ev.sum()) < 0.99
+
+
+def test_read_light_statistics(tmp_path: Path) -> None:
+    from stylerig.dfr import read_light_statistics
+
+    good = tmp_path / "light.npz"
+    np.savez(good, mean=np.zeros(27), cov=np.eye(27))
+    mean, cov = read_light_statistics(good)
+    assert mean.shape == (27,) and cov.shape == (27, 27)
+    bad = tmp_path / "bad.npz"
+    for arrays in (
+        {"mean": np.zeros(9), "cov": np.eye(27)},
+        {"mean": np.zeros(27)},
+        {"mean": np.full(27, np.nan), "cov": np.eye(27)},
+    ):
+        np.savez(bad, **arrays)
+        with pytest.raises(AssetError, match="light prior"):
+            read_light_statistics(bad)
+    with pytest.raises(AssetError, match="no such file"):
+        read_light_statistics(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(AssetError, match="not an .npz"):
+        read_light_statistics(tmp_path / "junk.npz")
+
+
+def test_fit_dfr_uses_the_light_prior_it_is_given(tmp_path: Path, tiny_set: Path, tiny_face) -> None:
+    """A fabricated set is not the world's: auto means no light model; a file or `world` sets one."""
+    auto = fit_dfr(
+        tiny_set, tmp_path / "auto", config=tiny_config(steps=2), device="cpu", face_model=tiny_face
+    )
+    assert load_dfr(tmp_path / "auto").light_dims == 0 and not any("light" in n for n in auto.notes)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(27, 27))
+    np.savez(tmp_path / "prior.npz", mean=rng.normal(size=27) * 0.1, cov=a @ a.T)
+    res = fit_dfr(
+        tiny_set,
+        tmp_path / "file",
+        config=tiny_config(steps=2, light_prior=str(tmp_path / "prior.npz"), light_dims=3),
+        device="cpu",
+        face_model=tiny_face,
+    )
+    F = load_dfr(tmp_path / "file")
+    assert F.light_dims == 3 and any("top 3 principal directions" in n for n in res.notes)
+    from stylerig.dfr import light_model, read_light_statistics
+
+    mean, basis = light_model(*read_light_statistics(tmp_path / "prior.npz"), 3)
+    assert torch.allclose(F.light_basis, basis) and torch.allclose(F.light_mean, mean)
+    run = json.loads((tmp_path / "file" / "run.json").read_text())
+    assert run["arguments"]["config"]["light_dims"] == 3
+    with pytest.raises(InputError, match="light_dims"):
+        fit_dfr(
+            tiny_set, tmp_path / "bad", config=tiny_config(light_dims=0), device="cpu", face_model=tiny_face
+        )
+    with pytest.raises(AssetError, match="light prior"):
+        fit_dfr(
+            tiny_set,
+            tmp_path / "bad",
+            config=tiny_config(light_prior=str(tmp_path / "x.npz")),
+            device="cpu",
+            face_model=tiny_face,
+        )
+    assert not (tmp_path / "bad").exists()
+    # A resume with another light model is refused.
+    with pytest.raises(InputError, match="other settings"):
+        fit_dfr(
+            tiny_set,
+            tmp_path / "file",
+            config=tiny_config(steps=4, light_prior="world"),
+            device="cpu",
+            face_model=tiny_face,
+        )
+
+
+def test_auto_light_prior_is_the_worlds_for_a_world_set() -> None:
+    from types import SimpleNamespace
+
+    from stylerig.training.dfr import resolve_light_model
+    from stylerig.worlds.prior import PRIOR_VERSION
+
+    world_set = SimpleNamespace(manifest={"generator": {"world": "builtin"}})
+    label, model = resolve_light_model(DFRConfig(), world_set)  # type: ignore[arg-type]
+    assert label == f"world:v{PRIOR_VERSION}:k4" and model is not None and model[1].shape == (27, 4)
+    other = SimpleNamespace(manifest={"generator": {"path": "ffhq.pkl"}})
+    assert resolve_light_model(DFRConfig(), other) == ("none", None)  # type: ignore[arg-type]
+    assert resolve_light_model(DFRConfig(light_prior="none"), world_set) == ("none", None)  # type: ignore[arg-type]
+
+
+def test_cli_light_prior_errors_exit_2(tmp_path: Path, tiny_face, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write_tiny_set(tmp_path / "good", tiny_face)
+    out = str(tmp_path / "out")
+    assert (
+        run_cli(
+            "fit-dfr",
+            "--data",
+            str(good),
+            "--out",
+            out,
+            "--light-prior",
+            str(tmp_path / "no.npz"),
+            "--device",
+            "cpu",
+        )
+        == 2
+    )
+    assert "light prior" in capsys.readouterr().err
+    assert run_cli("fit-dfr", "--data", str(good), "--out", out, "--light-dims", "0") == 2  # a usage error
+    assert not Path(out).exists()

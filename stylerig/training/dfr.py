@@ -130,6 +130,11 @@ class DFRConfig:
     # this a DFR on the 2026-11-26 world diverged at the onset into a mirrored light (illumination RMSE 0.74).
     photo_rewarm: bool = True
     photo_geometry: bool = False  # let the photometric term move shape, expression and pose too
+    # The light model (stylerig.dfr, "Light model"; not in the paper): "auto" = the built-in world's light
+    # statistics for a set sampled from the world, none otherwise; "world"; "none" (27 free SH
+    # coefficients); or the path of an .npz with mean [27] and cov [27, 27] (stylerig.dfr.read_light_statistics).
+    light_prior: str = "auto"
+    light_dims: int = 4  # principal directions of the light prior the light is confined to
     grad_clip: float = 0.0  # max gradient norm (0 = no clipping)
     val_fraction: float = 0.1  # held-out share of the set (500 of 5000 rows)
     val_every: int = 250  # intermediate validation on val_rows_quick held-out rows
@@ -179,6 +184,51 @@ class DFRConfig:
                 "val_rows_quick",
             )
         } | {"hidden": list(self.hidden), "landmark_steps": self.photo_start}  # resolved: old runs match
+
+    def check(self) -> None:
+        """Refuse settings that cannot work, before anything is written (InputError)."""
+        n = params.SIZES["illumination"]
+        if (
+            not isinstance(self.light_dims, int)
+            or isinstance(self.light_dims, bool)
+            or not 1 <= self.light_dims <= n
+        ):
+            raise InputError(f"light_dims must be an integer in 1..{n}, got {self.light_dims!r}")
+        if not str(self.light_prior).strip():
+            raise InputError("light_prior must be auto, world, none or the path of an .npz")
+
+
+def resolve_light_model(
+    cfg: DFRConfig, data: SampleSet
+) -> tuple[str, tuple[torch.Tensor, torch.Tensor] | None]:
+    """The light model a DFR run uses (:attr:`DFRConfig.light_prior`).
+
+    Returns:
+        (label, model): label recorded with the run (``none``, ``world:v<prior version>:k<dims>`` or
+        ``file:<sha256 prefix>:k<dims>``) and (mean float32 [27], basis float32 [27, k]) or None.
+
+    Raises:
+        AssetError: an unreadable light prior file.
+    """
+    from stylerig.dfr import light_model, read_light_statistics
+
+    choice = str(cfg.light_prior).strip()
+    gen = data.manifest.get("generator") or {}
+    from_world = isinstance(gen, Mapping) and bool(gen.get("world"))
+    if choice == "auto":
+        choice = "world" if from_world else "none"
+    if choice == "none":
+        return "none", None
+    if choice == "world":
+        from stylerig.worlds.prior import PRIOR_VERSION, light_statistics
+
+        mean, cov = light_statistics(PRIOR_VERSION)
+        return f"world:v{PRIOR_VERSION}:k{cfg.light_dims}", light_model(mean, cov, cfg.light_dims)
+    from stylerig.data import file_sha256
+
+    mean, cov = read_light_statistics(choice)
+    label = f"file:{file_sha256(Path(choice))[:16]}:k{cfg.light_dims}"
+    return label, light_model(mean, cov, cfg.light_dims)
 
 
 @dataclass(frozen=True)
@@ -532,6 +582,7 @@ def fit_dfr(
     t_start = time.perf_counter()
     cfg = config or DFRConfig()
     cfg.trainer_config().check()
+    cfg.check()
     out = claim_output_dir(out_dir, "fit-dfr")
     dataset = data if isinstance(data, SampleSet) else SampleSet(data)
     if dataset.landmarks is None:
@@ -570,15 +621,36 @@ def fit_dfr(
         del ws_train
         cpu_renderer = FaceRenderer(fm, R, backend="torch")
         p_init = initial_params(cpu_renderer, torch.from_numpy(lms[finite].mean(0)))
+        light_label, light = resolve_light_model(cfg, dataset)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            model = DFR(dataset.num_ws, dataset.w_dim, cfg.hidden, w_mean=w_mean, w_std=w_std, p_init=p_init)
+            model = DFR(
+                dataset.num_ws,
+                dataset.w_dim,
+                cfg.hidden,
+                w_mean=w_mean,
+                w_std=w_std,
+                p_init=p_init,
+                light_dims=0 if light is None else cfg.light_dims,
+            )
+        if light is not None:
+            model.set_light_model(*light)
+            source = (
+                "the built-in world's light statistics"
+                if light_label.startswith("world")
+                else cfg.light_prior
+            )
+            notes.append(
+                f"the light is confined to the top {cfg.light_dims} principal directions of {source} "
+                "(--light-prior none: 27 free SH coefficients, as in the paper)"
+            )
         batches = _Batches(dataset, dist.device)
         task = _DFRTask(batches, renderer, cfg, val_rows, dist.world_size)
         run_config = cfg.task_config() | {
             "data": str(dataset.root.resolve()),
             "n": len(dataset),
             "face_model": fm.name,
+            "light_model": light_label,
         }
         trainer = Trainer(
             model, task, train_rows, cfg.trainer_config(), out, dist=dist, run_config=run_config

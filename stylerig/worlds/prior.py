@@ -109,6 +109,7 @@ __all__ = [
     "TRANSLATION_Z",
     "factors_to_world",
     "inert_factors",
+    "light_statistics",
     "sample_factors",
 ]
 
@@ -321,6 +322,25 @@ def factors_to_world(
         "hair_length": sig(1.5 * (f["hair_length"] - 0.3))[:, None],
     }
     return p, scene
+
+
+def light_statistics(
+    version: int = PRIOR_VERSION, n: int = 20000, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance of the world's SH light under prior ``version`` (the statistical light prior
+    of :class:`stylerig.dfr.DFR`'s light model, as the Basel Illumination Prior is for real photos).
+
+    Args:
+        version: the prior's version. n: how many factor vectors to draw. seed: the draws' seed.
+
+    Returns:
+        (mean float64 [27], cov float64 [27, 27]) in the :mod:`stylerig.params` illumination layout;
+        deterministic for given arguments (~0.05 s for 20,000 draws).
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    z = torch.randn(int(n), NUM_FACTORS, generator=g, dtype=torch.float64)
+    light = params.get(factors_to_world(z, version)[0], "illumination")
+    return light.mean(0), torch.cov(light.T)
 
 
 def inert_factors(version: int = PRIOR_VERSION) -> tuple[str, ...]:

@@ -60,6 +60,19 @@ def fit_dfr(
             help="Face model to fit (Basel .mat/.h5, stylerig .safetensors). Default: the built-in world's.",
         ),
     ] = None,
+    light_prior: Annotated[
+        str,
+        typer.Option(
+            metavar="auto|world|none|FILE.npz",
+            help="Statistical light prior that confines the light to plausible SH lights: `world` (the "
+            "built-in world's light statistics; what `auto` picks for a world set), `none` (27 free SH "
+            "coefficients, as in the paper; `auto` for other sets), or an .npz with `mean` [27] and "
+            "`cov` [27, 27] (e.g. fitted to the Basel Illumination Prior).",
+        ),
+    ] = "auto",
+    light_dims: Annotated[
+        int, typer.Option(min=1, max=27, metavar="K", help="Principal directions of the light prior kept.")
+    ] = 4,
     seed: Annotated[
         int, typer.Option(min=0, metavar="S", help="Seeds the weights, the data order and the split.")
     ] = 0,
@@ -82,7 +95,15 @@ def fit_dfr(
 
     if threads is not None:
         torch.set_num_threads(threads)
-    cfg = dataclasses.replace(DFRConfig(), steps=steps, batch=batch, lr=lr, seed=seed)
+    cfg = dataclasses.replace(
+        DFRConfig(),
+        steps=steps,
+        batch=batch,
+        lr=lr,
+        seed=seed,
+        light_prior=light_prior,
+        light_dims=light_dims,
+    )
     args = {
         "data": str(data),
         "out": str(out),
@@ -93,6 +114,8 @@ def fit_dfr(
         "renderer": renderer,
         "resume": resume,
         "face_model": face_model,
+        "light_prior": light_prior,
+        "light_dims": light_dims,
         "seed": seed,
         "threads": threads,
     }
