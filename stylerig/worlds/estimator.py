@@ -72,15 +72,15 @@ __all__ = [
     "ESTIMATOR_FILE",
     "EYE_ESTIMATOR_FILE",
     "FORMAT",
-    "SHIPPED_ESTIMATORS",
     "MIRRORED_FACTORS",
+    "SHIPPED_ESTIMATORS",
     "EstimatorConfig",
     "EstimatorNet",
+    "describe_estimators",
     "fast_estimate_factors",
     "fast_estimate_params",
     "load_estimator",
     "load_estimators",
-    "describe_estimators",
     "preprocess",
     "save_estimator",
 ]
@@ -288,10 +288,15 @@ def load_estimators(
         AssetError: a missing (general) or bad file. InputError: the first network is a specialist.
     """
     if paths is None:
-        paths = [ESTIMATOR_FILE, *(p for p in SHIPPED_ESTIMATORS[1:] if p.is_file())]
+        paths = _installed_files()
     nets = tuple(load_estimator(p, cache=cache) for p in paths)
     _check_ensemble(nets)
     return nets
+
+
+def _installed_files() -> list[Path]:
+    """:data:`SHIPPED_ESTIMATORS` that are installed (the general network always counts: it must be)."""
+    return [ESTIMATOR_FILE, *(p for p in SHIPPED_ESTIMATORS[1:] if p.is_file())]
 
 
 def describe_estimators() -> list[dict[str, Any]]:
@@ -300,7 +305,7 @@ def describe_estimators() -> list[dict[str, Any]]:
     measurement records about its judge."""
     from stylerig.data import file_sha256
 
-    files = [ESTIMATOR_FILE, *(p for p in SHIPPED_ESTIMATORS[1:] if p.is_file())]
+    files = _installed_files()
     nets = load_estimators(files)
     return [
         {"file": f.name, "sha256": file_sha256(f), "answers_for": "all" if k == 0 else list(n.answers_for)}
