@@ -703,8 +703,8 @@ def _world_metrics(
     metrics: dict[str, Any] = {
         "estimator": f"world:{method}",
         "estimator_info": {
-            "description": "the built-in world's CNN estimators (a general network and an eye specialist, "
-            "trained on the world's renders, not DFR)"
+            "description": "the built-in world's CNN estimators (`files`: a general network, then the "
+            "specialists that answer for the factors they name; trained on the world's renders, not DFR)"
             if method == "fast"
             else "the built-in world's analysis-by-synthesis fit (its renderer and prior, not DFR)",
             "independent_of": ["dfr", "latents"],

@@ -127,6 +127,18 @@ def test_metrics_json_has_the_issue_keys(demo_dir):
     out, _ = demo_dir
     m = json.loads((out / "evaluate" / "metrics.json").read_text())
     assert m["estimator"] in ("world:fast", "world:fit")
+    if m["estimator"] == "world:fast":  # the judge is recorded: which files, each one's factors
+        files = m["estimator_info"]["files"]
+        assert files[0]["file"] == "world-estimator.safetensors" and files[0]["answers_for"] == "all"
+        assert all(len(f["sha256"]) == 64 for f in files)
+        from stylerig.worlds.estimator import EYE_ESTIMATOR_FILE
+
+        if EYE_ESTIMATOR_FILE.is_file():
+            assert files[1] == {
+                "file": EYE_ESTIMATOR_FILE.name,
+                "sha256": files[1]["sha256"],
+                "answers_for": ["eye_close"],
+            }
     for a in ("yaw", "pitch", "roll"):
         assert isinstance(m["pose"]["median_abs_err_deg"][a], float)
     for key in ISSUE_KEYS:
