@@ -242,6 +242,12 @@ def test_world_build_cli_rejects_inf_lr_and_critic_options_without_critic(tmp_pa
         (["--lr", "inf"], "--lr must be a finite number"),
         (["--critic-groups", "banana"], "--critic-groups only applies with --critic"),
         (["--critic-weight", "5"], "--critic-weight only applies with --critic"),
+        (["--critic-factor-weights", "yaw=9"], "--critic-factor-weights only applies with --critic"),
+        # Repeated --critic files form an ensemble; each must exist, before anything is written.
+        (
+            ["--critic", __file__, "--critic", str(tmp_path / "none.safetensors")],
+            "none.safetensors: no such file",
+        ),
     ):
         code, text = _cli([*base, *extra], capsys)
         assert code == 2 and "Traceback" not in text and what in text, text

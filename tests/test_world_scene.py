@@ -319,7 +319,7 @@ def test_critic_loss_reads_only_its_groups_and_steers_training(tmp_path) -> None
     z = sample_factors([3, 4])
     loss = critic.loss(images, z)
     with torch.no_grad():  # brute force, with the file's (float16-rounded) weights
-        read = critic.net(images)
+        read = critic.nets[0](images)
         expect = sum(
             (read[b, FACTOR_NAMES.index(n)] - z[b, FACTOR_NAMES.index(n)]) ** 2 for b in (0, 1) for n in names
         )
@@ -329,7 +329,7 @@ def test_critic_loss_reads_only_its_groups_and_steers_training(tmp_path) -> None
     assert torch.equal(critic.loss(images, other), loss)
     loss.backward()
     assert images.grad is not None and images.grad.abs().sum() > 0
-    assert all(prm.grad is None for prm in critic.net.parameters())  # the critic stays frozen
+    assert all(prm.grad is None for prm in critic.nets[0].parameters())  # the critic stays frozen
     with pytest.raises(InputError, match="unknown"):
         _Critic(str(path), "pose,mood")
     # Single factors too, without repeats; v2's inert light strength is never pulled (it cannot be shown).
@@ -343,6 +343,23 @@ def test_critic_loss_reads_only_its_groups_and_steers_training(tmp_path) -> None
         _Critic(str(path), "light_strength", version=2)
     with pytest.raises(InputError, match="no such file"):
         _Critic(str(tmp_path / "none.safetensors"), "pose")
+    # An ensemble: the mean of each network's loss; factor weights multiply those factors' squared errors.
+    torch.manual_seed(1)
+    net2 = EstimatorNet(EstimatorConfig(input_size=32, widths=(4, 4), reduce=2, hidden=8)).eval()
+    path2 = save_estimator(net2, tmp_path / "critic2.safetensors")
+    second = _Critic(str(path2), "pose, expression").loss(images, z)
+    both = _Critic(f"{path}, {path2}", "pose, expression")
+    assert len(both.nets) == 2
+    assert torch.allclose(both.loss(images, z), (loss + second) / 2, rtol=1e-5)
+    weighted = _Critic(str(path), "pose, expression", factor_weights="yaw=3")
+    with torch.no_grad():
+        yaw = FACTOR_NAMES.index("yaw")
+        extra = sum((read[b, yaw] - z[b, yaw]) ** 2 for b in (0, 1)) * 2
+    assert torch.allclose(weighted.loss(images, z), (expect + extra) / (2 * len(names)), rtol=1e-5)
+    with pytest.raises(InputError, match="does not cover"):
+        _Critic(str(path), "expression", factor_weights="yaw=3")
+    with pytest.raises(InputError, match="named twice"):
+        _Critic(f"{path},{path}", "pose")
     # Wired into training: one step with the critic moves the weights differently from one without.
     base = _tiny_train_config(eval_every=0, checkpoint_every=0)
     with_critic = TrainConfig(**{**base.__dict__, "critic": str(path), "critic_weight": 100.0})

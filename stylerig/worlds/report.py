@@ -188,7 +188,7 @@ def world_report(
     world: World,
     *,
     n_fidelity: int = 256,
-    n_estimator: int = 64,
+    n_estimator: int = 256,
     n_entangle: int = 64,
     n_mixing: int = 16,
     progress: Callable[[str], None] | None = None,

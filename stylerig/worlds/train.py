@@ -106,9 +106,12 @@ class TrainConfig:
     threads: int = 2  # torch threads of the command line (the library call leaves them alone)
     prior_version: int = PRIOR_VERSION  # the world prior the targets are drawn from (prior.factors_to_world)
     init: str = ""  # a generator.safetensors whose weights start a fresh run (a warm start); "" = random
-    critic: str = ""  # an estimator file whose reading of G(z) is pulled towards z ("" = no critic)
+    critic: str = (
+        ""  # estimator file(s), comma-separated, whose reading of G(z) is pulled towards z ("" = none)
+    )
     critic_weight: float = 0.0  # weight of the critic's mean squared factor error
     critic_groups: str = "pose"  # comma-separated FACTOR_GROUPS names or factor names the critic covers
+    critic_factor_weights: str = ""  # "yaw=20,...": those factors' squared errors count that much more
     device: str = "cpu"  # where to train: cpu, cuda, cuda:N or auto (free on resume; see the module doc)
 
     def generator_kwargs(self) -> dict[str, Any]:
@@ -281,22 +284,32 @@ def _loss(
 
 
 class _Critic:
-    """A frozen estimator network reading generated images; see the module docstring ("critic").
+    """Frozen estimator networks reading generated images; see the module docstring ("critic").
 
-    ``groups``: comma-separated names, each a :data:`FACTOR_GROUPS` group (all its factors) or a single
-    factor of :data:`FACTOR_NAMES` (e.g. ``pose,expression,light_azimuth,light_elevation``). Factors the
-    prior ``version`` ignores (:func:`~stylerig.worlds.prior.inert_factors`) are left out: an image cannot
-    show them, so pulling the critic's reading of them towards z could only teach an adversarial pattern.
+    ``paths``: one estimator file, or several separated by commas (an ensemble: the loss is the mean of
+    each network's loss, so that the generator must satisfy all of them and cannot pass by drawing a
+    pattern that fools one). ``groups``: comma-separated names, each a :data:`FACTOR_GROUPS` group (all
+    its factors) or a single factor of :data:`FACTOR_NAMES` (e.g.
+    ``pose,expression,light_azimuth,light_elevation``). Factors the prior ``version`` ignores
+    (:func:`~stylerig.worlds.prior.inert_factors`) are left out: an image cannot show them, so pulling the
+    critic's reading of them towards z could only teach an adversarial pattern. ``factor_weights``:
+    ``"yaw=20,..."`` multiplies those factors' squared errors (each factor counts 1 otherwise; a factor
+    weighted here must be one of the chosen groups).
     """
 
     def __init__(
-        self, path: str, groups: str, version: int = PRIOR_VERSION, device: torch.device | None = None
+        self,
+        paths: str,
+        groups: str,
+        version: int = PRIOR_VERSION,
+        device: torch.device | None = None,
+        factor_weights: str = "",
     ) -> None:
         from stylerig.worlds.estimator import load_estimator
+        from stylerig.worlds.estimator_train import parse_factor_weights
 
         names = critic_group_names(groups)
-        if not Path(path).is_file():
-            raise InputError(f"--critic {path}: no such file", hint="pass an estimator.safetensors")
+        files = critic_files(paths)
         inert = set(inert_factors(version))
         factors: list[str] = []
         for g in names:
@@ -308,16 +321,47 @@ class _Critic:
                 f"critic groups {groups!r} name only factors prior version {version} ignores",
                 hint="name factors an image shows",
             )
+        weights = parse_factor_weights(factor_weights)
+        stray = sorted(set(weights) - set(factors))
+        if stray:
+            raise InputError(
+                f"--critic-factor-weights names {', '.join(stray)}, which the critic does not cover",
+                hint=f"weight factors of --critic-groups {groups!r}",
+            )
         self.factors = tuple(factors)
         dev = torch.device("cpu") if device is None else device
-        self.net = load_estimator(path, cache=False).to(dev)  # eval mode, frozen
+        self.nets = [load_estimator(f, cache=False).to(dev) for f in files]  # eval mode, frozen
         self.index = torch.tensor([FACTOR_NAMES.index(f) for f in factors], device=dev)
+        self.weight = torch.tensor([weights.get(f, 1.0) for f in factors], device=dev)
 
     def loss(self, pred: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Mean squared error (z units) between the critic's factors of images ``pred`` [B,3,H,W] and
-        ``z`` [B, NUM_FACTORS], over the chosen factors; differentiable in ``pred``."""
-        read = self.net(pred.float())
-        return (read[:, self.index] - z[:, self.index]).pow(2).mean()
+        """Weighted mean squared error (z units) between each critic's factors of images ``pred``
+        [B,3,H,W] and ``z`` [B, NUM_FACTORS] over the chosen factors, averaged over the critics;
+        differentiable in ``pred``."""
+        target = z[:, self.index]
+        losses = [
+            ((net(pred.float())[:, self.index] - target).pow(2) * self.weight).mean() for net in self.nets
+        ]
+        return torch.stack(losses).mean()
+
+
+def critic_files(paths: str) -> list[str]:
+    """The estimator files of a comma-separated ``critic`` setting, each checked to exist.
+
+    Raises:
+        InputError: none given, a missing file, or one named twice.
+    """
+    files = [f.strip() for f in str(paths).split(",") if f.strip()]
+    if not files:
+        raise InputError(
+            "--critic names no file", hint="pass one or more estimator.safetensors, comma-separated"
+        )
+    for f in files:
+        if not Path(f).is_file():
+            raise InputError(f"--critic {f}: no such file", hint="pass an estimator.safetensors")
+    if len(set(files)) != len(files):
+        raise InputError(f"--critic {paths}: a file named twice", hint="name each critic once")
+    return files
 
 
 def _save_checkpoint(
@@ -401,7 +445,7 @@ def train_world_generator(
     dev = resolve_device(cfg.device)
     # A bad critic or device fails before anything is written or rendered.
     critic = (
-        _Critic(cfg.critic, cfg.critic_groups, cfg.prior_version, dev)
+        _Critic(cfg.critic, cfg.critic_groups, cfg.prior_version, dev, cfg.critic_factor_weights)
         if cfg.critic and cfg.critic_weight > 0
         else None
     )
@@ -435,6 +479,7 @@ def train_world_generator(
             "critic",  # a loss term, like the weights above: it may change between parts
             "critic_weight",
             "critic_groups",
+            "critic_factor_weights",
             "decay_start",
             "decay_factor",
             "decay2_start",

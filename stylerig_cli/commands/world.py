@@ -77,12 +77,12 @@ def build(
         ),
     ] = None,
     critic: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
             metavar="FILE",
             help="An estimator.safetensors (trained on renders) whose reading of the generated images is "
-            "pulled towards their factors: an imitative loss. Use another network than the one that "
-            "measures the world.",
+            "pulled towards their factors: an imitative loss. Repeat it for an ensemble (the mean of each "
+            "network's loss). Use other networks than the one that measures the world.",
         ),
     ] = None,
     critic_weight: Annotated[
@@ -96,6 +96,14 @@ def build(
             "or single factors (light_elevation, ...); factors the prior ignores are left out.",
         ),
     ] = "pose",
+    critic_factor_weights: Annotated[
+        str,
+        typer.Option(
+            metavar="NAME=W,...",
+            help="Multiply these factors' squared errors in the critic's loss (e.g. yaw=20); each must be "
+            "one of --critic-groups.",
+        ),
+    ] = "",
     eval_every: Annotated[
         int,
         typer.Option(
@@ -129,8 +137,14 @@ def build(
         raise InputError(
             "give --minutes or --steps", hint="e.g. --minutes 30; the run resumes where it stopped"
         )
-    if critic is None and (critic_groups != "pose" or critic_weight != 1.0):
-        given = "--critic-groups" if critic_groups != "pose" else "--critic-weight"
+    if not critic and (critic_groups != "pose" or critic_weight != 1.0 or critic_factor_weights):
+        given = (
+            "--critic-groups"
+            if critic_groups != "pose"
+            else "--critic-weight"
+            if critic_weight != 1.0
+            else "--critic-factor-weights"
+        )
         raise InputError(
             f"{given} only applies with --critic, which is not given",
             hint="pass --critic ESTIMATOR.safetensors, or leave out the critic's options",
@@ -146,9 +160,10 @@ def build(
         threads=threads,
         prior_version=PRIOR_VERSION if prior_version is None else prior_version,
         init=str(init) if init is not None else "",
-        critic=str(critic) if critic is not None else "",
-        critic_weight=critic_weight if critic is not None else 0.0,
+        critic=",".join(str(c) for c in critic or []),
+        critic_weight=critic_weight if critic else 0.0,
         critic_groups=critic_groups,
+        critic_factor_weights=critic_factor_weights,
         eval_every=eval_every,
         checkpoint_every=checkpoint_every,
         device=device,
@@ -174,7 +189,7 @@ def report(
     n_fidelity: Annotated[int, typer.Option(min=1, help="Held-out seeds for the fidelity PSNR.")] = 256,
     n_estimator: Annotated[
         int, typer.Option(min=1, help="Held-out generator images for the estimator's accuracy.")
-    ] = 64,
+    ] = 256,
     n_entangle: Annotated[int, typer.Option(min=1, help="Seeds for the entanglement map.")] = 64,
     n_mixing: Annotated[int, typer.Option(min=1, help="Seeds for the style-mixing check.")] = 16,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads.")] = 2,
