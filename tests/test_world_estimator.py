@@ -213,6 +213,11 @@ def test_training_recipe_tiny_resumes_and_is_seeded(tmp_path: Path) -> None:
         torch.set_num_threads(threads)
     for name in ("checkpoint.safetensors", "estimator.safetensors", "log.jsonl", "run.json"):
         assert (tmp_path / "a" / name).is_file()
+    # A finished part run again does nothing: the checkpoint (its RNG state and time) and log stay as they are.
+    before = {n: (tmp_path / "a" / n).read_bytes() for n in ("checkpoint.safetensors", "log.jsonl")}
+    net_again = train_estimator(tmp_path / "a", 3, config=cfg, log=False)
+    assert {n: (tmp_path / "a" / n).read_bytes() for n in before} == before
+    assert all(torch.equal(v, net_a.state_dict()[k]) for k, v in net_again.state_dict().items())
     lines = [json.loads(s) for s in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     assert lines[0]["step"] == 2 and "yaw_med_deg" in lines[0]
     sb, sc = net_b.state_dict(), net_c.state_dict()

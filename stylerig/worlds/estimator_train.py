@@ -431,6 +431,12 @@ def train_estimator(
     def more() -> bool:
         return (steps is None or step < steps) and (minutes is None or elapsed < minutes * 60.0)
 
+    if not more() and (out / "estimator.safetensors").is_file():
+        # A finished part run again (as examples/build_world.sh does): nothing to train, so the outputs
+        # stay as they are -- no replay buffer rendered, no time added, the checkpoint's RNG untouched.
+        if log:
+            print(f"nothing to do: already at step {step} ({elapsed / 60.0:.2f} min)", flush=True)
+        return net.eval()
     # The replay buffer (re-rendered on resume, from the resumed RNG).
     t0 = time.perf_counter()
     z_buf = _draw_factors(cfg.buffer, cfg, rng).to(dev)
