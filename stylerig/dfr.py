@@ -142,7 +142,7 @@ def read_light_statistics(path: str | os.PathLike[str]) -> tuple[torch.Tensor, t
             mean, cov = np.asarray(z["mean"], dtype=np.float64), np.asarray(z["cov"], dtype=np.float64)
     except FileNotFoundError as e:
         raise AssetError(f"light prior {p}: no such file", hint=hint) from e
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # a .npy: a bare array
         raise AssetError(
             f"light prior {p} is not an .npz with mean and cov ({type(e).__name__}: {e})", hint=hint
         ) from e

@@ -412,6 +412,33 @@ def test_fit_dfr_uses_the_light_prior_it_is_given(tmp_path: Path, tiny_set: Path
         )
 
 
+def test_a_checkpoint_from_before_the_light_model_resumes_without_one(
+    tmp_path: Path, tiny_set, tiny_face
+) -> None:
+    """Checkpoints written before ``light_model`` was stored stand for "none" (27 free coefficients)."""
+    from stylerig.tensorfile import load_tensors, save_tensors
+
+    fit_dfr(tiny_set, tmp_path / "old", config=tiny_config(steps=2), device="cpu", face_model=tiny_face)
+    ckpt = tmp_path / "old" / "checkpoint.safetensors"
+    tensors, meta = load_tensors(ckpt, what="checkpoint", hint="")
+    config = json.loads(meta["config"])
+    assert config["task"].pop("light_model") == "none"
+    save_tensors(ckpt, tensors, {**meta, "config": json.dumps(config, sort_keys=True)})
+    res = fit_dfr(tiny_set, tmp_path / "old", config=tiny_config(steps=3), device="cpu", face_model=tiny_face)
+    assert res.train.resumed_from == 2 and res.train.step == 3
+    tensors, meta = load_tensors(ckpt, what="checkpoint", hint="")
+    config["task"].pop("light_model", None)
+    save_tensors(ckpt, tensors, {**meta, "config": json.dumps(config, sort_keys=True)})
+    with pytest.raises(InputError, match="light_model: 'none' -> 'world"):  # but not a world light model
+        fit_dfr(
+            tiny_set,
+            tmp_path / "old",
+            config=tiny_config(steps=4, light_prior="world"),
+            device="cpu",
+            face_model=tiny_face,
+        )
+
+
 def test_auto_light_prior_is_the_worlds_for_a_world_set() -> None:
     from types import SimpleNamespace
 

@@ -213,6 +213,7 @@ def _tiny_build_config(**kw):
         {"eval_seeds": 0},
         {"prior_version": 9},
         {"critic_groups": "banana"},  # checked even without a critic
+        {"critic_factor_weights": "mood=2"},  # so are the critic's factor weights
     ],
 )
 def test_world_build_rejects_bad_settings_before_writing(tmp_path: Path, bad: dict) -> None:
@@ -221,7 +222,8 @@ def test_world_build_rejects_bad_settings_before_writing(tmp_path: Path, bad: di
     out = tmp_path / "w"
     with pytest.raises(InputError) as e:
         train_world_generator(out, 1, config=_tiny_build_config(**bad), log=False)
-    assert next(iter(bad)).replace("_", "-") in e.value.message or "critic groups" in e.value.message
+    msg = e.value.message
+    assert next(iter(bad)).replace("_", "-") in msg or "critic groups" in msg or "factor weight" in msg
     assert not out.exists()
 
 
@@ -248,6 +250,7 @@ def test_world_build_cli_rejects_inf_lr_and_critic_options_without_critic(tmp_pa
             ["--critic", __file__, "--critic", str(tmp_path / "none.safetensors")],
             "none.safetensors: no such file",
         ),
+        (["--critic", str(tmp_path / "a,b.safetensors")], "may not contain a comma"),
     ):
         code, text = _cli([*base, *extra], capsys)
         assert code == 2 and "Traceback" not in text and what in text, text

@@ -360,6 +360,16 @@ def test_critic_loss_reads_only_its_groups_and_steers_training(tmp_path) -> None
         _Critic(str(path), "expression", factor_weights="yaw=3")
     with pytest.raises(InputError, match="named twice"):
         _Critic(f"{path},{path}", "pose")
+    # A specialist only critiques what it answers for (its other outputs are not readings).
+    eyes = save_estimator(
+        EstimatorNet(
+            EstimatorConfig(input_size=32, widths=(4, 4), reduce=2, hidden=8), ("eye_close",)
+        ).eval(),
+        tmp_path / "eyes.safetensors",
+    )
+    assert _Critic(str(eyes), "eye_close").factors == ("eye_close",)
+    with pytest.raises(InputError, match="specialist that answers only for eye_close, not for jaw_open"):
+        _Critic(f"{path},{eyes}", "expression")
     # Wired into training: one step with the critic moves the weights differently from one without.
     base = _tiny_train_config(eval_every=0, checkpoint_every=0)
     with_critic = TrainConfig(**{**base.__dict__, "critic": str(path), "critic_weight": 100.0})

@@ -653,7 +653,14 @@ def fit_dfr(
             "light_model": light_label,
         }
         trainer = Trainer(
-            model, task, train_rows, cfg.trainer_config(), out, dist=dist, run_config=run_config
+            model,
+            task,
+            train_rows,
+            cfg.trainer_config(),
+            out,
+            dist=dist,
+            run_config=run_config,
+            added_task_keys={"light_model": "none"},  # checkpoints from before the light model
         )
         if dist.is_main:
             out.mkdir(parents=True, exist_ok=True)

@@ -288,6 +288,8 @@ class Trainer:
         run_config: the task's settings, stored in checkpoints next to the trainer's; a resume refuses
             a checkpoint whose stored task settings differ (keys in ``free_keys`` may differ).
         free_keys: task settings that may change between resumed parts.
+        added_task_keys: task settings added after checkpoints were already written, with the value
+            an older checkpoint (which lacks them) stands for.
     """
 
     def __init__(
@@ -301,6 +303,7 @@ class Trainer:
         dist: Distributed | None = None,
         run_config: Mapping[str, Any] | None = None,
         free_keys: tuple[str, ...] = (),
+        added_task_keys: Mapping[str, Any] | None = None,
     ) -> None:
         config.check()
         self.dist = dist or Distributed(torch.device("cpu"))
@@ -317,6 +320,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.run_config = dict(run_config or {})
         self.free_keys = tuple(free_keys)
+        self.added_task_keys = dict(added_task_keys or {})
         self.rng = torch.Generator().manual_seed(int(config.seed))
         opt_cls = torch.optim.AdamW if config.weight_decay > 0 else torch.optim.Adam
         self.optimizer = opt_cls(
@@ -335,7 +339,8 @@ class Trainer:
         now = self._stored_config()
         diffs = []
         # Settings added later read as their defaults in older checkpoints (rewarm_at, rewarm: 0 = off).
-        added = {"trainer": {"rewarm_at": 0, "rewarm": 0}, "task": {}}
+        # A task adds its own (``added_task_keys``), e.g. fit-dfr's light_model: "none" before it existed.
+        added = {"trainer": {"rewarm_at": 0, "rewarm": 0}, "task": dict(self.added_task_keys)}
         for part, free in (("trainer", TrainerConfig.FREE), ("task", self.free_keys)):
             a = {k: v for k, v in (added[part] | dict(saved.get(part, {}))).items() if k not in free}
             b = {k: v for k, v in json.loads(json.dumps(now[part], default=str)).items() if k not in free}

@@ -431,17 +431,14 @@ def train_estimator(
     def more() -> bool:
         return (steps is None or step < steps) and (minutes is None or elapsed < minutes * 60.0)
 
-    if not more() and (out / "estimator.safetensors").is_file():
-        # A finished part run again (as examples/build_world.sh does): nothing to train, so the outputs
-        # stay as they are -- no replay buffer rendered, no time added, the checkpoint's RNG untouched.
-        if log:
-            print(f"nothing to do: already at step {step} ({elapsed / 60.0:.2f} min)", flush=True)
-        return net.eval()
-    # The replay buffer (re-rendered on resume, from the resumed RNG).
-    t0 = time.perf_counter()
-    z_buf = _draw_factors(cfg.buffer, cfg, rng).to(dev)
-    x_buf = world.render(z_buf)
-    elapsed += time.perf_counter() - t0
+    # The replay buffer (re-rendered on resume, from the resumed RNG). A finished part run again (as
+    # examples/build_world.sh does) trains nothing: it renders no buffer, so its checkpoint keeps its RNG
+    # state and time, and only re-saves its outputs (with an ``answers_for`` given now).
+    if more():
+        t0 = time.perf_counter()
+        z_buf = _draw_factors(cfg.buffer, cfg, rng).to(dev)
+        x_buf = world.render(z_buf)
+        elapsed += time.perf_counter() - t0
     pos = 0
     last = math.nan
     while more():

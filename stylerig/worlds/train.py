@@ -170,6 +170,9 @@ def check_config(cfg: TrainConfig) -> None:
     integer("eval_seeds", 1, len(HELD_OUT))
     integer("prior_version", 1, PRIOR_VERSION)
     critic_group_names(cfg.critic_groups)
+    from stylerig.worlds.estimator_train import parse_factor_weights
+
+    parse_factor_weights(cfg.critic_factor_weights)
 
 
 def critic_group_names(groups: str) -> list[str]:
@@ -331,6 +334,14 @@ class _Critic:
         self.factors = tuple(factors)
         dev = torch.device("cpu") if device is None else device
         self.nets = [load_estimator(f, cache=False).to(dev) for f in files]  # eval mode, frozen
+        for f, net in zip(files, self.nets, strict=True):
+            missing = [x for x in factors if x not in net.answers_for]
+            if missing:  # a specialist's other outputs are not readings (the eye network's smile: r 0.01)
+                raise InputError(
+                    f"--critic {f} is a specialist that answers only for {', '.join(net.answers_for)}, "
+                    f"not for {', '.join(missing)}",
+                    hint="use a general estimator as critic, or narrow --critic-groups to what it answers for",
+                )
         self.index = torch.tensor([FACTOR_NAMES.index(f) for f in factors], device=dev)
         self.weight = torch.tensor([weights.get(f, 1.0) for f in factors], device=dev)
 

@@ -149,6 +149,12 @@ def build(
             f"{given} only applies with --critic, which is not given",
             hint="pass --critic ESTIMATOR.safetensors, or leave out the critic's options",
         )
+    comma = [str(c) for c in critic or [] if "," in str(c)]
+    if comma:  # the setting joins the files with commas
+        raise InputError(
+            f"--critic {comma[0]}: a critic's path may not contain a comma",
+            hint="rename or link the file to a path without commas",
+        )
     torch.set_num_threads(threads)
     cfg = TrainConfig(
         lr=lr,
