@@ -214,9 +214,10 @@ def edit_pairs(
 ) -> dict[str, EditPairs]:
     """The single-group edits of :func:`~stylerig.training.rignet.evaluate_on_world`, pair by pair.
 
-    Same pairs (:func:`~stylerig.training.rignet.heldout_pairs` of the same held-out split), same target
-    (the estimate of G(w) with the group replaced by the partner's truth), same estimator; so e.g. the
-    medians of the pose pairs equal evaluate_on_world's ``{yaw,pitch,roll}_median_err_deg``.
+    Same pairs (:func:`~stylerig.training.rignet.heldout_pairs` of the same held-out split), same request
+    (F(w) with the group replaced by the partner's truth, :func:`~stylerig.training.rignet.rig_request`),
+    same target (the estimate of G(w) with the group replaced by the partner's truth), same estimator; so
+    e.g. the medians of the pose pairs equal evaluate_on_world's ``{yaw,pitch,roll}_median_err_deg``.
 
     Args:
         rig: the rig; dfr: its F (for ``p_current``). groups: groups the rig controls (``rotation``,
@@ -269,7 +270,7 @@ def edit_pairs(
             res.append(diff.flatten(1).sum(1) / keep.flatten(1).sum(1).clamp_min(1.0))
         return torch.cat(res)
 
-    from stylerig.training.rignet import oracle_codes
+    from stylerig.training.rignet import oracle_codes, rig_request
 
     sources, inverse = np.unique(w_rows, return_inverse=True)
     src_p, src_img = measure(torch.from_numpy(np.array(data.ws[sources], dtype=np.float32)))
@@ -282,7 +283,7 @@ def edit_pairs(
     out = {}
     for k, g in enumerate(groups):
         target = params.replace(before, g, params.get(truth_v, g))
-        after, img_after = measure(rig(ws, target, p_current=p_cur))
+        after, img_after = measure(rig(ws, rig_request(p_cur, (g,), truth_v), p_current=p_cur))
         change = oracle_change = None
         if outside_change:
             change = outside(img_before, img_after, before, after)

@@ -172,8 +172,9 @@ def measure_on_generator(
     The same held-out pairs (w, v) (:func:`~stylerig.training.rignet.heldout_pairs` of the same split);
     with no truth, the partner's parameters are *read* too: before = fit(G(w)), p_v = fit(G(v)),
     target = before with the edited group(s) from p_v (each controlled group alone and, for ``all``, the
-    three together: :func:`~stylerig.training.rignet._targets`), the rig edits w towards the target
-    (the steering rig gets ``p_current = F(w)``), after = fit(G(ŵ)); then
+    three together: :func:`~stylerig.training.rignet._targets`), the rig edits w towards p_v's group(s)
+    (its request is F(w) with those groups from p_v, :func:`~stylerig.training.rignet.rig_request`; the
+    steering rig gets ``p_current = F(w)``), after = fit(G(ŵ)); then
     :func:`~stylerig.training.rignet.edit_metrics` with ``std`` / ``active`` of the fits of the
     distinct unedited held-out images (w and v rows). Pairs whose w or v image has no detected face are
     left out before editing; edits whose image has none are counted (``<group>_no_face``) and left out.
@@ -190,7 +191,7 @@ def measure_on_generator(
         :class:`EditPairs` of the valid edits; the ``sources`` to pass to the next call).
     """
     from stylerig.evaluate import EditPairs
-    from stylerig.training.rignet import _std_and_active, _targets, edit_metrics, heldout_pairs
+    from stylerig.training.rignet import _std_and_active, _targets, edit_metrics, heldout_pairs, rig_request
 
     _, val_rows = data.split(val_fraction, seed=seed)
     w_rows, v_rows = heldout_pairs(val_rows, n_pairs, seed)
@@ -218,7 +219,7 @@ def measure_on_generator(
     ws = torch.from_numpy(np.array(data.ws[w_rows[valid]], dtype=np.float32))
     p_cur = dfr(ws)
     for groups, target in _targets(rig, r_w.p, r_v.p):
-        after = estimator(rig(ws, target, p_current=p_cur))
+        after = estimator(rig(ws, rig_request(p_cur, groups, r_v.p), p_current=p_cur))
         key = groups[0] if len(groups) == 1 else "joint"
         prefix = "" if len(groups) == 1 else "joint_"
         ok = after.ok

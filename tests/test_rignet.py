@@ -553,3 +553,32 @@ def test_edit_metrics_name_few_expression_components() -> None:
     assert m["expression_err_ratio_dim_1"] == 0.0
     assert m["expression_err_ratio_dim_0"] == pytest.approx(1.0) == m["expression_err_ratio_dim_2"]
     assert "expression_err_ratio_dim_3" not in m
+
+
+def test_measurements_ask_the_rig_for_f_of_w_with_only_the_edited_groups_changed() -> None:
+    """The rig's request in a measurement is its own F(w) with the edited group(s) from the partner --
+    never the judge's reading of the unedited image, which an ``all`` rig would read as a request to move
+    every other group too (the blocks the judge and F disagree on)."""
+    from stylerig.training.rignet import _measure, _std_and_active, rig_request
+
+    p_cur, p_before, p_v = _p(3, 1), _p(3, 2), _p(3, 3)
+    asked: list[torch.Tensor] = []
+
+    class Recorder:
+        groups = ("rotation", "expression", "illumination")
+
+        def __call__(self, ws, p, p_current=None):
+            assert p_current is p_cur
+            asked.append(p.clone())
+            return ws
+
+    std, active = _std_and_active(torch.cat([p_before, p_v]))
+    _measure(Recorder(), _ws(3), p_cur, p_before, p_v, lambda w: p_before, std, active)  # type: ignore[arg-type]
+    assert len(asked) == 4  # each group alone, then the three together
+    for request, edited in zip(
+        asked, [("rotation",), ("expression",), ("illumination",), Recorder.groups], strict=True
+    ):
+        assert torch.equal(request, rig_request(p_cur, edited, p_v))
+        for g in params.GROUPS:
+            want = p_v if g in edited else p_cur
+            assert torch.equal(params.get(request, g), params.get(want, g)), (edited, g)

@@ -327,6 +327,18 @@ def _targets(rig: RigNet, p_w: torch.Tensor, p_v: torch.Tensor) -> list[tuple[tu
     return out
 
 
+def rig_request(p_current: torch.Tensor, groups: tuple[str, ...], p_target: torch.Tensor) -> torch.Tensor:
+    """What a rig is asked in a measurement: F(w) ``p_current`` [B,257] with ``groups`` taken from
+    ``p_target`` [B,257] -- the request of training (L_rec's F(w), one group changed) and of
+    :mod:`stylerig.editing`. The blocks that are not edited must be the rig's own F(w), never the judge's
+    reading of the image: a rig that reads every block (mode ``all``) would be asked to move them by
+    the difference between the two estimators."""
+    request = p_current
+    for g in groups:
+        request = params.replace(request, g, params.get(p_target, g))
+    return request
+
+
 @torch.no_grad()
 def _measure(
     rig: RigNet,
@@ -340,7 +352,7 @@ def _measure(
 ) -> dict[str, float]:
     out: dict[str, float] = {}
     for groups, target in _targets(rig, p_before, p_v):
-        w_hat = rig(ws_w, target, p_current=p_cur)
+        w_hat = rig(ws_w, rig_request(p_cur, groups, p_v), p_current=p_cur)
         m = edit_metrics(p_before, target, measure(w_hat), groups, std, active)
         prefix = "" if len(groups) == 1 else "joint_"
         out.update({prefix + k: v for k, v in m.items()})
@@ -633,9 +645,9 @@ def evaluate_on_world(
     installed, else ``fit``. The result's ``estimator_fast`` is 1.0 when ``fast`` was used.
 
     For :func:`heldout_pairs` (w, v) of the held-out split training used (same ``val_fraction`` and
-    ``seed``), the rig edits w towards v's *true* parameters of its group(s) (the rig's input; the steering
-    rig gets ``p_current = F(w)``), and the world's estimator (neither DFR nor the latents) reads the
-    generator's images:
+    ``seed``), the rig edits w towards v's *true* parameters of its group(s) (the rig's input is F(w) with
+    those groups replaced, :func:`rig_request`; the steering rig gets ``p_current = F(w)``), and the
+    world's estimator (neither DFR nor the latents) reads the generator's images:
 
     * ``before`` = estimate(G(w)) (each distinct source once), ``after`` = estimate(G(ŵ));
     * ``target`` = ``before`` with the edited group(s) replaced by v's truth;
