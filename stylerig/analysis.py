@@ -126,7 +126,7 @@ def slot_change_profile(
             target = pw
             for g in groups:
                 target = params.replace(target, g, params.get(pv, g))
-            p_cur = pw if rig.arch == "steering" else None
+            p_cur = pw if rig.needs_current else None
             d = (rig(w, target, p_current=p_cur) - w).norm(dim=-1).double().cpu().numpy()  # [b, S]
             s1, s2 = sums[label]
             s1 += d.sum(0)
@@ -307,8 +307,8 @@ def run_analysis(
             tag = Path(path).parent.name if path != "in-memory rig" else "rig"
             for label, s in prof.items():
                 key = label if len(editor.rigs) == 1 else f"{label} ({tag})"
-                if rig.arch == "steering":
-                    key += " [steering]"
+                if rig.arch != "rignet":
+                    key += f" [{rig.arch}]"
                 while key in curves:
                     key += "'"
                 curves[key] = s

@@ -456,7 +456,8 @@ def apply_rigs(rigs: Sequence[RigNet], dfr: DFR, ws: torch.Tensor, target: torch
 
     Args:
         rigs: rigs controlling disjoint groups; each reads only its own block of ``target``.
-        dfr: F, used for a steering rig's ``p_current`` (F of the code it edits).
+        dfr: F, used for the ``p_current`` of a rig that reads the change (steering, delta: F of the code
+            it edits).
         ws: float [B, num_ws, w_dim], the codes to edit. target: float [B, 257], the target parameters
             (rotation in radians), on the same device.
 
@@ -465,7 +466,7 @@ def apply_rigs(rigs: Sequence[RigNet], dfr: DFR, ws: torch.Tensor, target: torch
     """
     out = ws
     for rig in rigs:
-        p_cur = dfr(out) if rig.arch == "steering" else None
+        p_cur = dfr(out) if rig.needs_current else None
         out = rig(out, target.to(out.dtype), p_current=p_cur)
     return out
 

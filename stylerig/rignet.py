@@ -18,6 +18,14 @@ call carries one parameter vector, so the steering rig needs the current paramet
 ``rig(ws, p_target, p_current=F(ws))`` -- in training and editing that is the DFR's estimate of the
 code being edited. The RigNet arch ignores ``p_current``, so callers may always pass it.
 
+**The change-conditioned RigNet** (``arch="delta"``; not in the paper). RigNet's encoder and decoders, but
+each decoder reads the change ``Δx = x_target − x_current`` instead of the target, and the residual is
+``d_i(l_i, Δx) − d_i(l_i, 0)``: "no change" is exactly ŵ = w by construction instead of by L_rec, while
+the edit still depends on w (through l_i, when the decoders have a hidden layer; with linear decoders
+the difference cancels l_i and the arch is the steering baseline with an encoder that does nothing).
+With ``split`` decoders, a group whose block is not changed adds exactly nothing, so an ``all`` rig's
+single-group edits leave the other groups' decoders out. Like the steering rig it needs ``p_current``.
+
 **Normalisation of p^τ** (:meth:`RigNet.set_statistics`). Angles are radians (spread ~0.1-0.4), expression
 coefficients standard deviations (~1), SH coefficients ~0.05-0.3: one linear layer sees them at very
 different scales, and dimensions the data never moves (the padding of a face model with fewer
@@ -108,8 +116,9 @@ __all__ = [
 FORMAT = "stylerig.rignet"
 #: Version of the saved layout (tensor names + config keys).
 FORMAT_VERSION = "1"
-#: Network architectures: the paper's RigNet and its latent-steering baseline.
-ARCHS = ("rignet", "steering")
+#: Network architectures: the paper's RigNet, its latent-steering baseline, and RigNet conditioned on the
+#: parameter change (see the module docstring).
+ARCHS = ("rignet", "steering", "delta")
 #: A dimension's normalisation scale is at least this fraction of its group's rms standard deviation.
 SCALE_FLOOR = 0.1
 
@@ -174,14 +183,14 @@ class RigNet(nn.Module):
         p: float [B, 257], full target parameter vectors (layout :mod:`stylerig.params`; rotation in
             radians). Only the rig's own block (:attr:`index`) is read.
         p_current: float [B, 257], the current parameters of ``ws`` (normally F(ws)); required by the
-            steering arch (which reads its τ block), ignored by the RigNet arch.
+            steering and delta archs (which read its τ block), ignored by the RigNet arch.
 
     Returns:
         ŵ = ws + d, float [B, num_ws, w_dim], same dtype and device as ``ws``.
 
     Attributes:
         mode: ``pose``, ``expression``, ``illumination`` or ``all``.
-        arch: ``rignet`` or ``steering``.
+        arch: ``rignet``, ``steering`` or ``delta``.
         index: int64 [k], the positions in p of the values the rig reads (:func:`stylerig.params.mode_index`).
         mean, std, scale, lo, hi: float32 [k] buffers, training statistics of F(w)^τ (see
             :meth:`set_statistics`); ``count`` int64 [] the number of samples they came from (0 = unset).
@@ -193,7 +202,7 @@ class RigNet(nn.Module):
         w_dim: int,  # D: width of each w
         mode: str,  # rig mode: pose | expression | illumination | all
         latent: int = 32,  # width of each slot's encoding l_i (paper: 32)
-        arch: str = "rignet",  # rignet (paper) | steering (baseline: Δp -> Δw, no w input)
+        arch: str = "rignet",  # rignet (paper) | steering (baseline: Δp -> Δw, no w input) | delta
         init_scale: float = 0.01,  # decoder weights ~ N(0, init_scale² / fan_in); 0 -> ŵ = w exactly
         tied: bool = False,  # one residual for every slot: d = mean_i d_i (for codes with identical slots)
         subspace: int = 0,  # > 0: project each slot's residual onto this many principal directions of w
@@ -228,21 +237,22 @@ class RigNet(nn.Module):
         self.register_buffer("index", index, persistent=False)
 
         # Networks.
-        self.encoder: SlotLinear | None = SlotLinear(num_ws, w_dim, latent) if arch == "rignet" else None
+        reads_w = arch != "steering"
+        self.encoder: SlotLinear | None = SlotLinear(num_ws, w_dim, latent) if reads_w else None
         widths = [params.SIZES[g] for g in self.groups] if self.split else [k]
         self._blocks = [(sum(widths[:i]), sum(widths[: i + 1])) for i in range(len(widths))]
         hiddens, decoders = [], []
         for width in widths:
-            dec_in = (latent if arch == "rignet" else 0) + width
+            dec_in = (latent if reads_w else 0) + width
             if hidden:  # a non-linear decoder (an option; the paper's is linear)
-                hiddens.append(SlotLinear(num_ws, dec_in, hidden, bias=arch == "rignet"))
+                hiddens.append(SlotLinear(num_ws, dec_in, hidden, bias=reads_w))
                 dec_in = hidden
             decoders.append(
                 SlotLinear(
                     num_ws,
                     dec_in,
                     w_dim,
-                    bias=arch == "rignet",
+                    bias=reads_w,
                     weight_std=self.init_scale / math.sqrt(dec_in),
                 )
             )
@@ -277,6 +287,11 @@ class RigNet(nn.Module):
             "hidden": self.hidden,
             "split": self.split,
         }
+
+    @property
+    def needs_current(self) -> bool:
+        """True when the call needs ``p_current`` (the steering and delta archs read the change)."""
+        return self.arch in ("steering", "delta")
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -379,18 +394,27 @@ class RigNet(nn.Module):
                 hint="move the tensors with .to(device) or the rig with rig.to(device)",
             )
         x = self.normalise(p.to(ws.dtype))  # [B, k]
-        if self.arch == "steering":
+        if self.needs_current:
             if p_current is None:
                 raise InputError(
-                    "the steering rig edits by parameter change and needs p_current (the parameters of ws)",
+                    f"the {self.arch} rig edits by parameter change and needs p_current (the parameters of ws)",
                     hint="pass p_current=F(ws), the DFR's estimate of the code being edited",
                 )
             check_tensor(p_current, "p_current", ["B", params.NUM_PARAMS], sizes=sizes)
             x = x - self.normalise(p_current.to(device=ws.device, dtype=ws.dtype))
-            latent = None
-        else:
-            assert self.encoder is not None
-            latent = self.encoder(ws)  # [B, S, latent]
+        latent = self.encoder(ws) if self.encoder is not None else None  # [B, S, latent]
+        d = self._residual(latent, x, ws)
+        if self.arch == "delta":  # no change -> exactly no edit
+            d = d - self._residual(latent, torch.zeros_like(x), ws)
+        if self.tied:
+            d = d.mean(1, keepdim=True).expand_as(d)
+        if self.subspace:
+            u = self.basis.to(d.dtype)  # [D, k]
+            d = (d @ u) @ u.T
+        return ws + d
+
+    def _residual(self, latent: torch.Tensor | None, x: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
+        """The decoders' sum d [B, S, D] from the slot encodings (or None) and the decoder input x [B, k]."""
         decoders = self.decoder if isinstance(self.decoder, nn.ModuleList) else [self.decoder]
         hiddens = (
             self.decoder_hidden
@@ -406,12 +430,7 @@ class RigNet(nn.Module):
                 # No bias in the steering arch: a zero change still gives exactly d = 0.
                 dec_in = torch.nn.functional.leaky_relu(hid(dec_in), 0.2)
             d = d + dec(dec_in)  # [B, S, D]
-        if self.tied:
-            d = d.mean(1, keepdim=True).expand_as(d)
-        if self.subspace:
-            u = self.basis.to(d.dtype)  # [D, k]
-            d = (d @ u) @ u.T
-        return ws + d
+        return d
 
 
 # ----------------------------------------------------------------------------------------------------

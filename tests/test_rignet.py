@@ -39,7 +39,7 @@ def _ws(batch: int, seed: int = 1) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("mode,k", [("pose", 3), ("expression", 64), ("illumination", 27), ("all", 94)])
-@pytest.mark.parametrize("arch", ["rignet", "steering"])
+@pytest.mark.parametrize("arch", ["rignet", "steering", "delta"])
 def test_shapes_and_block_size(mode: str, k: int, arch: str) -> None:
     rig = RigNet(S, D, mode, latent=8, arch=arch)
     assert rig.mode == mode and rig.num_params == k and rig.index.numel() == k
@@ -92,6 +92,35 @@ def test_steering_ignores_w_and_needs_current_params() -> None:
     torch.testing.assert_close(rig(_ws(2), p_cur, p_current=p_cur), _ws(2), rtol=0, atol=0)
     with pytest.raises(InputError, match="p_current"):
         rig(_ws(2), p_tgt)
+
+
+def test_delta_reads_the_change_and_w_and_no_change_is_no_edit(tmp_path: Path) -> None:
+    """The delta arch: d(l, Δx) − d(l, 0) -- exactly no edit for no change, the edit depends on the change
+    and (with a hidden layer) on w; in a split ``all`` rig an unchanged group's decoder adds nothing."""
+    rig = RigNet(S, D, "all", arch="delta", hidden=8, init_scale=1.0, split=True)
+    assert rig.encoder is not None and rig.needs_current
+    ws, p_cur = _ws(2), _p(2, seed=1)
+    torch.testing.assert_close(rig(ws, p_cur, p_current=p_cur), ws, rtol=0, atol=0)
+    light = params.replace(p_cur, "illumination", params.get(_p(2, seed=2), "illumination"))
+    d = rig(ws, light, p_current=p_cur) - ws
+    assert d.abs().sum() > 0
+    # The same change from another current point is the same request: Δx alone, not p, is read...
+    shift = params.replace(light, "expression", params.get(light, "expression") + 1.0)
+    cur_shift = params.replace(p_cur, "expression", params.get(p_cur, "expression") + 1.0)
+    torch.testing.assert_close(rig(ws, shift, p_current=cur_shift) - ws, d, rtol=1e-5, atol=1e-6)
+    # ...and the same change of another code is another edit (the encoder's l_i enters the hidden layer).
+    assert not torch.allclose(rig(_ws(2, seed=7), light, p_current=p_cur) - _ws(2, seed=7), d)
+    # Only the light decoder acts on a light-only change: silencing the others changes nothing.
+    with torch.no_grad():
+        for k in (0, 1):
+            rig.decoder[k].weight.mul_(0.0)
+            rig.decoder[k].bias.mul_(0.0)
+    torch.testing.assert_close(rig(ws, light, p_current=p_cur) - ws, d, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="delta rig .* needs p_current"):
+        rig(ws, light)
+    back = load_rignet(save_rignet(rig, tmp_path / "d.safetensors"))
+    assert back.arch == "delta"
+    torch.testing.assert_close(back(ws, light, p_current=p_cur), rig(ws, light, p_current=p_cur))
 
 
 def test_bad_arguments() -> None:
@@ -445,7 +474,7 @@ def test_tied_and_subspace_residuals(tmp_path: Path) -> None:
         tied.set_subspace(codes.expand(-1, S, -1))
 
 
-@pytest.mark.parametrize("arch", ["rignet", "steering"])
+@pytest.mark.parametrize("arch", ["rignet", "steering", "delta"])
 def test_hidden_decoder_option(arch: str, tmp_path: Path) -> None:
     rig = RigNet(S, D, "pose", arch=arch, hidden=8, init_scale=1.0)
     ws, p, p_cur = _ws(2), _p(2, seed=1), _p(2, seed=2)

@@ -83,7 +83,7 @@ class RigConfig:
     """Settings of a RigNet run. ``batch`` counts pairs (each gives 2 directed edits, × 3 for ``all``)."""
 
     mode: str = "pose"
-    arch: str = "rignet"  # rignet | steering
+    arch: str = "rignet"  # rignet | steering | delta
     latent: int = 32
     init_scale: float = 0.01
     tied: str = "auto"  # auto | yes | no: one residual for all slots (auto: when the codes' slots are equal)

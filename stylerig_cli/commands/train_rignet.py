@@ -12,7 +12,7 @@ from stylerig_cli.app import app, console
 from stylerig_cli.commands._training import report_run, run_with_progress
 
 _MODES = ("pose", "expression", "illumination", "all")
-_ARCHS = ("rignet", "steering")
+_ARCHS = ("rignet", "steering", "delta")
 
 
 @app.command("train-rignet")
@@ -63,7 +63,9 @@ def train_rignet(
     arch: Annotated[
         str,
         typer.Option(
-            metavar="|".join(_ARCHS), help="rignet (paper) or steering (baseline: sees only Δp, not w)."
+            metavar="|".join(_ARCHS),
+            help="rignet (paper), steering (baseline: sees only Δp, not w) or delta (RigNet reading Δp; "
+            "no change is exactly no edit; give it --hidden so the edit depends on w).",
         ),
     ] = "rignet",
     tied: Annotated[
