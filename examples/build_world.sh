@@ -5,19 +5,18 @@
 #     DRY=1 bash examples/build_world.sh ...                        # print the commands, run nothing
 #
 # Every stage is resumable: run the script again after an interruption and it continues where it stopped
-# (a finished stage only re-saves its outputs). The stages, with times measured on a quiet 2-core CPU
-# machine (docs/world.md, "Rebuilding it"):
-#   1. side by side, ~32 min: the three estimators one after the other on one thread (the estimator
-#      recipe gains nothing from a second thread: 0.50 vs 0.52 min per 200 steps), 10.8, 10.5 and
-#      10.4 min -- the critic (seed 0), the world's own estimator (seed 2) and its eye specialist (seed 1,
-#      eye_close weighted 4x; it reads the lids, which the others cannot), all on prior-2 renders only --
-#      and the first 2,800 generator steps of pixel regression on the other thread (88 steps/min). With
-#      two estimators and 2,600 generator steps this stage was timed at 29.5 min.
-#   2. the generator's remaining pixel-regression steps to 8,000 on all threads (115 steps/min, ~45 min)
-#   3. 2,000 generator steps with the critic's imitative loss on pose and expression   ~21 min
+# (a finished stage only re-saves its outputs). Timed end to end on this project's 2-core CPU machine
+# (2026-11-26, `bash examples/build_world.sh OUT 2 cpu`, docs/world.md "Rebuilding it"): **95 minutes**.
+#   1. side by side, 35 min: the three estimators one after the other on one thread (the estimator
+#      recipe gains nothing from a second thread), 11.0, 12.2 and 10.5 min -- the critic (seed 0), the
+#      world's own estimator (seed 2) and its eye specialist (seed 1, eye_close weighted 4x; it reads the
+#      lids, which the others cannot), all on prior-2 renders only -- and the first 2,800 generator steps
+#      of pixel regression on the other thread (82 steps/min).
+#   2. the generator's remaining pixel-regression steps to 8,000 on both threads (155 steps/min)  34 min
+#   3. 2,000 generator steps with the critic's imitative loss on pose and expression             13 min
 #   4. 2,000 steps warm-started on prior 3 (ambient light fixed) from the step-10,000 generator, with the
-#      critic on the light too                                                          ~19 min
-# That adds up to about 117 minutes; the recipe has not yet been timed end to end in this form. It is the
+#      critic on the light too                                                                   13 min
+# About 5 minutes of other work (tests, one evaluation) shared the machine during stage 1. It is the
 # shipped recipe with two changes measured separately: its stages 4 and 5 merged into one (an equivalent
 # generator: 26.42 vs 26.54 dB, yaw 1.31 deg for both; docs/world.md), and the estimators beside the
 # generator. The shipped generator was built by the six-stage recipe listed in docs/world.md, with every
