@@ -67,6 +67,11 @@ class DemoConfig:
     # A smile costs far less render loss than a turn of the head: weighted 1:1 the pose edits starve the
     # expression edits (DFR-measured expression error ratio 0.83 -> 0.56 with expression=10; docs/rignet.md).
     rig_group_weights: str = "expression=10"
+    # RigNet conditioned on the parameter change (``arch="delta"``): no change is exactly no edit, so the
+    # pose and expression samples no longer hold the light's decoder at zero. Same settings otherwise, on
+    # the session-9 demo's samples and DFR: light error ratio 0.85 -> 0.47, drift pose / expression /
+    # light 0.29 / 0.19 / 0.42 -> 0.26 / 0.19 / 0.27, expression 0.60 -> 0.59 (docs/rignet.md, session 10).
+    rig_arch: str = "delta"
     mix_sources: tuple[int, ...] = (1, 2, 3)  # seeds of the mixing figures (rows)
     mix_targets: tuple[int, ...] = (4, 5, 6, 7)  # (columns)
     analyze_pairs: int = 500  # mixing results for Figure 4
@@ -267,6 +272,7 @@ def run_demo(
             hidden=cfg.rig_hidden,
             split=cfg.rig_split,
             group_weights=cfg.rig_group_weights,
+            arch=cfg.rig_arch,
         )
         r = train_rignet(
             d_samples,
@@ -284,6 +290,7 @@ def run_demo(
                 "hidden": cfg.rig_hidden,
                 "split": cfg.rig_split,
                 "group_weight": cfg.rig_group_weights,
+                "arch": cfg.rig_arch,
             },
         )
         notes.extend(r.notes)
