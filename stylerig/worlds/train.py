@@ -106,9 +106,7 @@ class TrainConfig:
     threads: int = 2  # torch threads of the command line (the library call leaves them alone)
     prior_version: int = PRIOR_VERSION  # the world prior the targets are drawn from (prior.factors_to_world)
     init: str = ""  # a generator.safetensors whose weights start a fresh run (a warm start); "" = random
-    critic: str = (
-        ""  # estimator file(s), comma-separated, whose reading of G(z) is pulled towards z ("" = none)
-    )
+    critic: str = ""  # estimator file(s), comma-separated, read on G(z) and pulled towards z ("" = none)
     critic_weight: float = 0.0  # weight of the critic's mean squared factor error
     critic_groups: str = "pose"  # comma-separated FACTOR_GROUPS names or factor names the critic covers
     critic_factor_weights: str = ""  # "yaw=20,...": those factors' squared errors count that much more
@@ -349,10 +347,8 @@ class _Critic:
         """Weighted mean squared error (z units) between each critic's factors of images ``pred``
         [B,3,H,W] and ``z`` [B, NUM_FACTORS] over the chosen factors, averaged over the critics;
         differentiable in ``pred``."""
-        target = z[:, self.index]
-        losses = [
-            ((net(pred.float())[:, self.index] - target).pow(2) * self.weight).mean() for net in self.nets
-        ]
+        images, target = pred.float(), z[:, self.index]
+        losses = [((net(images)[:, self.index] - target).pow(2) * self.weight).mean() for net in self.nets]
         return torch.stack(losses).mean()
 
 
