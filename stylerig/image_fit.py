@@ -82,6 +82,7 @@ from stylerig.losses import (
     psnr_from_mse,
     render_loss,
 )
+from stylerig.render import camera as cam
 from stylerig.render.face_renderer import FaceRenderer
 
 __all__ = [
@@ -92,6 +93,7 @@ __all__ = [
     "YAW_SPAN_DEG",
     "FitResult",
     "IdentityEmbedder",
+    "fit_landmarks",
     "fit_params",
     "identity_embedder",
     "initial_params",
@@ -249,6 +251,147 @@ def _photo_stage(
         loss.sum().backward()
         opt.step()
     return (p0 + x * scale).detach()
+
+
+@torch.no_grad()
+def fit_landmarks(
+    renderer: FaceRenderer,
+    landmarks: torch.Tensor,
+    *,
+    prior_weight: float = 1e-3,
+    land_weight: float = LAND_WEIGHT,
+    iters: int = 8,
+    rigid_iters: int = 2,
+    chunk: int = 500,
+) -> torch.Tensor:
+    """Least-squares fit of shape, expression and pose to 68 landmarks (Levenberg–Marquardt).
+
+    Minimises, per row and independently, ``land_weight * landmark_loss + prior_weight * (|identity|^2
+    + |expression|^2)`` (the landmark stage of :func:`fit_params`, same units) over identity,
+    expression, rotation and translation, from :func:`initial_params`. Unlike Adam, a Gauss–Newton
+    step treats every direction alike however little it moves the landmarks, so the small shape and
+    expression components converge in a few iterations instead of thousands: on the built-in world's
+    exact landmarks (3,000 rows, ``prior_weight`` 1e-6, 8 iterations) the six expression components
+    the world uses come out at a correlation of 0.99 with the truth (slope 0.74–0.99) and the rotation at
+    0.1–0.25° median error (``docs/rignet.md``, session 11).
+
+    The Jacobian is analytic for identity and expression (the landmarks are linear in them before the
+    rigid motion and the projection, whose 2x3 derivative per point is taken by central differences in
+    float64) and by central differences for the six pose values. The first ``rigid_iters`` iterations
+    move only rotation and translation (as :func:`fit_params` does: a free shape takes up part of the
+    yaw). The damping is Marquardt's (diagonal of JᵀJ), adapted per row; a step is taken only where it
+    lowers that row's cost. Deterministic. Runs in float64 on the renderer's device; ~10 ms per row on
+    one CPU thread.
+
+    Args:
+        renderer: a :class:`~stylerig.render.FaceRenderer` (its face model, camera and resolution).
+        landmarks: float [B, 68, 2] pixels of the renderer's images (x right, y down); rows with any NaN
+            are not fitted (NaN rows in the result).
+        prior_weight: weight of the identity and expression prior per squared sd (> 0 keeps the
+            unobserved components at 0). With a detector's landmarks (1–4 px off) 1e-3, as
+            :func:`fit_params`; with exact landmarks (the built-in world's) 1e-6.
+        land_weight: weight of the landmark term (:data:`~stylerig.losses.LAND_WEIGHT`).
+        iters: Levenberg–Marquardt iterations (>= 1). rigid_iters: of which pose only (>= 0).
+        chunk: rows per batch (memory: ~chunk x 150 x 150 doubles).
+
+    Returns:
+        p float32 [B, 257] on the renderer's device: the fitted identity, expression, rotation (radians)
+        and translation (decimetres); reflectance and illumination 0.
+    """
+    H, W = renderer.resolution
+    check_tensor(landmarks, "landmarks", [None, 68, 2])
+    if iters < 1 or rigid_iters < 0 or chunk < 1 or prior_weight <= 0:
+        raise InputError("fit_landmarks needs iters >= 1, rigid_iters >= 0, chunk >= 1 and prior_weight > 0")
+    fm = renderer.face_model
+    dev, f64 = fm.mean_shape.device, torch.float64
+    lm_idx = fm.landmarks
+    rows3 = (lm_idx[:, None] * 3 + torch.arange(3, device=dev)).reshape(-1)
+    # [68, 3, 144]: model-space landmark offset per sd of each identity and expression component.
+    basis = torch.cat([fm.id_basis[rows3], fm.exp_basis[rows3]], 1).to(f64).view(68, 3, -1)
+    mean = fm.mean_shape[lm_idx].to(f64)  # [68, 3]
+    n_shape = basis.shape[-1]
+    aspect = W / H
+
+    def pixels(world: torch.Tensor) -> torch.Tensor:  # [..., 68, 3] -> [..., 68, 2]
+        shape = world.shape
+        out = cam.clip_to_pixels(cam.project(world.reshape(-1, 68, 3), renderer.camera, aspect), (H, W))
+        return out.view(*shape[:-1], 2)
+
+    def world_points(c: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:  # c [b, 144], pose [b, 6]
+        verts = mean + torch.einsum("kdn,bn->bkd", basis, c)
+        return cam.rigid_transform(verts, pose[:, :3], pose[:, 3:])
+
+    scale_pose = torch.tensor([0.1, 0.1, 0.1, 0.1, 0.1, 0.1], dtype=f64, device=dev)
+    col_scale = torch.cat([torch.ones(n_shape, dtype=f64, device=dev), scale_pose])
+    prior_diag = torch.cat(
+        [torch.ones(n_shape, dtype=f64, device=dev), torch.zeros(6, dtype=f64, device=dev)]
+    )
+    k = math.sqrt(land_weight / (68.0 * W * W))  # residuals whose squared sum is the landmark term
+
+    def residuals(c: torch.Tensor, pose: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ((pixels(world_points(c, pose)) - target) * k).flatten(1)  # [b, 136]
+
+    def cost(c: torch.Tensor, pose: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return residuals(c, pose, target).square().sum(1) + prior_weight * c.square().sum(1)
+
+    def solve(target: torch.Tensor) -> torch.Tensor:
+        b = target.shape[0]
+        p0 = initial_params(renderer, target).to(f64)
+        c = torch.zeros(b, n_shape, dtype=f64, device=dev)
+        pose = torch.cat([params.get(p0, "rotation"), params.get(p0, "translation")], 1)
+        cur = cost(c, pose, target)
+        mu = torch.full((b,), 1e-3, dtype=f64, device=dev)
+        h = 1e-6
+        for it in range(iters):
+            res = residuals(c, pose, target)
+            world = world_points(c, pose)
+            # d pixels / d world point, [b, 68, 2, 3], by central differences.
+            eye = torch.eye(3, dtype=f64, device=dev) * h
+            dpix = torch.stack([(pixels(world + e) - pixels(world - e)) / (2 * h) for e in eye], -1)
+            rot = cam.rotation_matrix(pose[:, :3])  # [b, 3, 3]
+            j_shape = torch.einsum("bkij,bjl,kln->bkin", dpix, rot, basis).reshape(b, 136, n_shape)
+            j_pose = []
+            for q in range(6):
+                dq = torch.zeros(6, dtype=f64, device=dev)
+                dq[q] = h
+                j_pose.append((residuals(c, pose + dq, target) - residuals(c, pose - dq, target)) / (2 * h))
+            J = torch.cat([j_shape * k, torch.stack(j_pose, -1)], -1) * col_scale  # [b, 136, 150]
+            x = torch.cat([c, pose], 1) / col_scale
+            JTJ = J.transpose(1, 2) @ J + prior_weight * torch.diag(prior_diag)
+            g = (J.transpose(1, 2) @ res[..., None])[..., 0] + prior_weight * prior_diag * x
+            if it < rigid_iters:  # pose only: freeze the shape columns
+                free = torch.cat(
+                    [torch.zeros(n_shape, dtype=f64, device=dev), torch.ones(6, dtype=f64, device=dev)]
+                )
+                JTJ = JTJ * free[:, None] * free[None] + torch.diag(1.0 - free)
+                g = g * free
+            diag = torch.diagonal(JTJ, dim1=1, dim2=2)
+            for _ in range(6):  # raise the damping of the rows whose step did not lower the cost
+                A = JTJ + torch.diag_embed(mu[:, None] * (diag + 1e-12))
+                L, info = torch.linalg.cholesky_ex(A)
+                d = -torch.cholesky_solve(g[..., None], L)[..., 0] * col_scale
+                d = torch.where((info == 0)[:, None], d, torch.zeros_like(d))
+                c_new, pose_new = c + d[:, :n_shape], pose + d[:, n_shape:]
+                new = cost(c_new, pose_new, target)
+                ok = new < cur
+                c, pose = torch.where(ok[:, None], c_new, c), torch.where(ok[:, None], pose_new, pose)
+                cur = torch.where(ok, new, cur)
+                mu = torch.where(ok, mu * 0.3, mu * 10.0).clamp(1e-10, 1e8)
+                if bool(ok.all()):
+                    break
+        n_id = params.SIZES["identity"]
+        return params.concat(
+            identity=c[:, :n_id], expression=c[:, n_id:], rotation=pose[:, :3], translation=pose[:, 3:]
+        )
+
+    lm = landmarks.to(dev, f64)
+    ok = torch.isfinite(lm).flatten(1).all(1)
+    out = torch.full((lm.shape[0], params.NUM_PARAMS), float("nan"), dtype=f64, device=dev)
+    idx = torch.nonzero(ok).flatten()
+    for i in range(0, len(idx), chunk):
+        r = idx[i : i + chunk]
+        out[r] = solve(lm[r])
+    return out.float()
 
 
 def fit_params(

@@ -570,9 +570,15 @@ class RigLossConfig:
     #: 20-degree turn moves every landmark, a smile two mouth corners), so one sum lets pose starve the
     #: rest. Each term is ``Σ_g w_g mean_g / G``: all weights 1 is the plain mean.
     group_weights: tuple[tuple[str, float], ...] = ()
+    #: Weight of L_param (not in the paper; 0 = off): the edit and consistency conditions stated on F's
+    #: parameters instead of through the renderer, ``mean_g |(F(ŵ)_g − target_g) / s|^2`` over the edited
+    #: group's values plus the same over every other value against the source's F(w), with ``s`` F's
+    #: output scale (1 sd for coefficients, 0.3 rad / 0.3 for rotation and light). Every value then counts
+    #: alike, where the render loss sees a small expression component only through a fraction of a pixel.
+    param_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("rec_weight", "edit_weight", "consist_weight"):
+        for name in ("rec_weight", "edit_weight", "consist_weight", "param_weight"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -701,4 +707,17 @@ def rig_losses(
             term = (losses[j * G * n : (j + 1) * G * n].view(G, n).mean(1) * weights).mean()
             parts[name] = term.detach()
             total = total + getattr(config, f"{name}_weight") * term
+        if config.param_weight > 0:
+            scale = getattr(getattr(dfr, "module", dfr), "p_scale", None)
+            scale = p_hat.new_ones(params.NUM_PARAMS) if scale is None else scale.to(p_hat)
+            per_group = []
+            for i, g in enumerate(groups):
+                in_g = torch.zeros(params.NUM_PARAMS, dtype=torch.bool, device=p_hat.device)
+                in_g[params.LAYOUT[g]] = True
+                target_i = params.replace(p_src, g, params.get(p_dst, g))
+                err = ((p_hat[i * n : (i + 1) * n] - target_i) / scale).square()  # [2B, 257]
+                per_group.append(err[:, in_g].mean(1) + err[:, ~in_g].mean(1))
+            term = (torch.stack(per_group).mean(1) * weights).mean()
+            parts["param"] = term.detach()
+            total = total + config.param_weight * term
     return RigLossOutput(total=total, parts=parts)

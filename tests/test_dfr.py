@@ -473,3 +473,76 @@ def test_cli_light_prior_errors_exit_2(tmp_path: Path, tiny_face, capsys: pytest
     assert "light prior" in capsys.readouterr().err
     assert run_cli("fit-dfr", "--data", str(good), "--out", out, "--light-dims", "0") == 2  # a usage error
     assert not Path(out).exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Landmark-fit targets (DFRConfig.landmark_fit_weight).
+
+
+def test_landmark_fit_term_pulls_f_towards_the_per_row_fits(
+    tmp_path: Path, tiny_set: Path, tiny_face
+) -> None:
+    """With only the landmark-fit term (landmark weight ~0, no prior, no photometric step), F learns the
+    per-row least-squares fits, and through them the true shape; without the term it learns nothing."""
+    from stylerig.dfr import OUTPUT_SCALE
+    from stylerig.image_fit import fit_landmarks
+    from stylerig.training.dfr import predict
+
+    data = SampleSet(tiny_set)
+    train, _ = data.split(0.1, seed=0)
+    # (a landmark weight of ~0 rather than 0 keeps a graph to differentiate in the run without the term)
+    kw = dict(steps=200, lr=1e-2, land_weight=1e-9, prior_weights={}, landmark_steps=200, val_every=1000)
+    kw.update(landmark_fit_prior=1e-6)
+    on = fit_dfr(tiny_set, tmp_path / "on", config=tiny_config(**kw), device="cpu", face_model=tiny_face)
+    off = fit_dfr(
+        tiny_set,
+        tmp_path / "off",
+        config=tiny_config(**kw, landmark_fit_weight=0.0),
+        device="cpu",
+        face_model=tiny_face,
+    )
+    assert any("least-squares fits" in n for n in on.notes) and not any(
+        "least-squares" in n for n in off.notes
+    )
+    log = [json.loads(line) for line in (tmp_path / "on" / "log.jsonl").read_text().splitlines()]
+    fit = [r["fit_mse"] for r in log if r["kind"] == "train"]
+    assert np.mean(fit[-10:]) < 0.1 * fit[0]
+    renderer = FaceRenderer(tiny_face, RES, backend="torch")
+    lms = torch.from_numpy(np.asarray(data.landmarks[train], dtype=np.float32))
+    target = fit_landmarks(renderer, lms, prior_weight=1e-6)
+    truth = torch.from_numpy(np.asarray(data.params[train], dtype=np.float32))
+    groups = ("identity", "expression", "rotation", "translation")
+
+    def err(out: Path, ref: torch.Tensor, gs: tuple[str, ...] = groups) -> float:
+        p = predict(load_dfr(out / "dfr.safetensors"), data, train, torch.device("cpu"))
+        return sum(
+            float(((params.get(p, g) - params.get(ref, g)) / OUTPUT_SCALE[g]).square().sum(1).mean())
+            for g in gs
+        )
+
+    assert err(tmp_path / "on", target) < 0.1 * err(tmp_path / "off", target)
+    assert err(tmp_path / "on", truth, ("identity",)) < 0.2 * err(tmp_path / "off", truth, ("identity",))
+
+
+def test_landmark_fit_prior_auto_and_checks() -> None:
+    from stylerig.training.dfr import (
+        LANDMARK_FIT_PRIOR_DETECTED,
+        LANDMARK_FIT_PRIOR_EXACT,
+        landmark_fit_prior,
+    )
+
+    class _Set:
+        def __init__(self, detector: str | None) -> None:
+            self.manifest = {"landmark_detector": detector}
+
+    assert landmark_fit_prior(DFRConfig(), _Set("ground-truth:builtin")) == LANDMARK_FIT_PRIOR_EXACT  # type: ignore[arg-type]
+    assert landmark_fit_prior(DFRConfig(), _Set("face-alignment")) == LANDMARK_FIT_PRIOR_DETECTED  # type: ignore[arg-type]
+    assert landmark_fit_prior(DFRConfig(), _Set(None)) == LANDMARK_FIT_PRIOR_DETECTED  # type: ignore[arg-type]
+    assert landmark_fit_prior(DFRConfig(landmark_fit_prior=3e-5), _Set(None)) == 3e-5  # type: ignore[arg-type]
+    for bad in (
+        dict(landmark_fit_weight=-1.0),
+        dict(landmark_fit_weight=float("nan")),
+        dict(landmark_fit_prior=0.0),
+    ):
+        with pytest.raises(InputError):
+            DFRConfig(**bad).check()  # type: ignore[arg-type]

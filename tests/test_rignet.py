@@ -291,6 +291,34 @@ def test_at_init_edit_error_is_the_pose_difference_and_consist_is_near_zero() ->
     assert float(out.parts["consist"]) < 1e-10 and float(out.parts["rec"]) == 0.0
 
 
+def test_param_term_at_init_is_the_edited_groups_difference_in_output_scale() -> None:
+    # ŵ = w exactly: F(ŵ) = p_w, so the edited group's values miss the partner's by p_w - p_v (mean over
+    # the group's values, in F's output scale) and every other value is met (0).
+    dfr = _LinearDFR()
+    dfr.register_buffer("p_scale", torch.full((params.NUM_PARAMS,), 0.5))
+    batch = _pair_batch(dfr, n=4)
+    weights = (("expression", 3.0),)
+    base = rig_losses(
+        RigNet(S, D, "all", init_scale=0.0),
+        dfr,
+        _fake_render_loss,
+        batch,
+        RigLossConfig(group_weights=weights),
+    )
+    assert "param" not in base.parts  # off by default (not in the paper)
+    cfg = RigLossConfig(param_weight=2.0, group_weights=weights)
+    out = rig_losses(RigNet(S, D, "all", init_scale=0.0), dfr, _fake_render_loss, batch, cfg)
+    per_group = []
+    for g, w in (("rotation", 1.0), ("expression", 3.0), ("illumination", 1.0)):
+        d = (params.get(batch.images_w, g) - params.get(batch.images_v, g)) / 0.5
+        per_group.append(w * d.square().mean(1).mean())  # both directions give the same squares
+    expected = torch.stack(per_group).mean()
+    torch.testing.assert_close(out.parts["param"], expected)
+    torch.testing.assert_close(out.total, base.total + 2.0 * expected)
+    with pytest.raises(InputError):
+        RigLossConfig(param_weight=-1.0)
+
+
 @pytest.mark.parametrize("mode", ["pose", "all"])
 def test_tiny_overfit_losses_go_down(mode: str, one_thread: None) -> None:
     dfr = _LinearDFR().requires_grad_(False)

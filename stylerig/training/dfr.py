@@ -32,6 +32,21 @@ Defaults (:class:`DFRConfig`) and why, measured on the built-in world (``styleri
   photometric rows from the first step with 4 rows per step (both diverged into the degenerate
   solution above; 8 rows from the first step, without decay, trained fine: 1.48 deg yaw, 30.9 dB).
 
+**Landmark fits** (``landmark_fit_weight``; default 0 = off; not in the paper). Before training, every
+training row's identity, expression, rotation and translation are fitted to its landmarks by
+:func:`stylerig.image_fit.fit_landmarks` (Levenberg–Marquardt, ~10 ms per row), and the loss gets
+``landmark_fit_weight x mean((F(w) - fit) / p_scale)^2`` over those values. The landmark term alone
+trains F through a badly conditioned map: the small shape and expression components move the
+landmarks by a fraction of a pixel, so their gradients are swamped by the pose's, and F reads them
+shrunk and mixed (on the demo's world set: expression correlation with the truth 0.90 held out and only
+0.93 on its own training rows, with half the truth's variance), although the landmarks determine them
+(a linear regression from the true landmarks to the expression has R² 0.997–1.000, and the per-row fit
+reaches a correlation of 0.99). The fits hand F targets in which every value counts alike. With them
+F reads the expression at 0.95 held out (0.98 on training rows). The fits' prior
+(``landmark_fit_prior``) is 1e-6 for exact landmarks (the world's: the prior of 1e-4 that suits F's
+own landmark term shrinks the fits to 57–93 % of the truth) and 1e-3 for a detector's (its
+landmarks are 1–4 px off). ``docs/rignet.md``, session 11.
+
 Outputs in ``out_dir``: ``dfr.safetensors`` (:func:`stylerig.dfr.save_dfr`), ``metrics.json``,
 ``figure3.png`` (image | reconstruction | overlay with landmarks, held-out rows), ``checkpoint.safetensors``
 and ``log.jsonl`` (:mod:`stylerig.training.trainer`), ``run.json``.
@@ -61,6 +76,7 @@ from stylerig.data import SampleSet
 from stylerig.dfr import DEFAULT_HIDDEN, DFR, save_dfr, ws_statistics
 from stylerig.errors import InputError
 from stylerig.face import MorphableModel
+from stylerig.image_fit import fit_landmarks
 from stylerig.losses import (
     LAND_WEIGHT,
     PRIOR_WEIGHTS,
@@ -78,11 +94,14 @@ from stylerig.training.trainer import ProgressFn, Trainer, TrainerConfig, TrainR
 __all__ = [
     "DFRConfig",
     "FitDFRResult",
+    "LANDMARK_FIT_PRIOR_DETECTED",
+    "LANDMARK_FIT_PRIOR_EXACT",
     "TARGETS",
     "evaluate_dfr",
     "figure3",
     "fit_dfr",
     "initial_params",
+    "landmark_fit_prior",
     "predict",
     "resolve_face_model",
 ]
@@ -135,6 +154,13 @@ class DFRConfig:
     # coefficients); or the path of an .npz with mean [27] and cov [27, 27] (stylerig.dfr.read_light_statistics).
     light_prior: str = "auto"
     light_dims: int = 4  # principal directions of the light prior the light is confined to
+    # Landmark-fit targets (not in the paper; module docstring, "Landmark fits"): weight of the term that
+    # pulls F's shape, expression and pose towards a per-image least-squares fit to the row's landmarks
+    # (stylerig.image_fit.fit_landmarks), in F's output units. 0 = off (the paper's DFR).
+    landmark_fit_weight: float = 0.0
+    # The prior weight of those fits (identity and expression, per squared sd); None = auto: 1e-6 for a
+    # set whose landmarks are exact (the built-in world's ground truth), 1e-3 for a detector's.
+    landmark_fit_prior: float | None = None
     grad_clip: float = 0.0  # max gradient norm (0 = no clipping)
     val_fraction: float = 0.1  # held-out share of the set (500 of 5000 rows)
     val_every: int = 250  # intermediate validation on val_rows_quick held-out rows
@@ -180,6 +206,8 @@ class DFRConfig:
                 "photo_rows",
                 "photo_ramp",
                 "photo_geometry",
+                "landmark_fit_weight",
+                "landmark_fit_prior",
                 "val_fraction",
                 "val_rows_quick",
             )
@@ -196,6 +224,29 @@ class DFRConfig:
             raise InputError(f"light_dims must be an integer in 1..{n}, got {self.light_dims!r}")
         if not str(self.light_prior).strip():
             raise InputError("light_prior must be auto, world, none or the path of an .npz")
+        if not math.isfinite(self.landmark_fit_weight) or self.landmark_fit_weight < 0:
+            raise InputError(f"landmark_fit_weight must be >= 0, got {self.landmark_fit_weight}")
+        prior = self.landmark_fit_prior
+        if prior is not None and (not math.isfinite(prior) or prior <= 0):
+            raise InputError(f"landmark_fit_prior must be > 0 (or None: auto), got {prior}")
+
+
+#: :attr:`DFRConfig.landmark_fit_prior` under ``None`` (auto): for exact landmarks / for a detector's.
+LANDMARK_FIT_PRIOR_EXACT, LANDMARK_FIT_PRIOR_DETECTED = 1e-6, 1e-3
+
+
+def landmark_fit_prior(cfg: DFRConfig, data: SampleSet) -> float:
+    """The prior weight of the landmark fits (:attr:`DFRConfig.landmark_fit_prior`, or auto).
+
+    Auto: :data:`LANDMARK_FIT_PRIOR_EXACT` when the set's manifest says its landmarks are ground truth
+    (``landmark_detector`` ``ground-truth:...``, the built-in world), else
+    :data:`LANDMARK_FIT_PRIOR_DETECTED` (a detector's landmarks are 1–4 px off: a weak prior would fit
+    their noise with shape and expression).
+    """
+    if cfg.landmark_fit_prior is not None:
+        return float(cfg.landmark_fit_prior)
+    source = str(data.manifest.get("landmark_detector") or "")
+    return LANDMARK_FIT_PRIOR_EXACT if source.startswith("ground-truth") else LANDMARK_FIT_PRIOR_DETECTED
 
 
 def resolve_light_model(
@@ -351,9 +402,19 @@ class _DFRTask:
     """The :class:`~stylerig.training.TrainTask` of DFR."""
 
     def __init__(
-        self, batches: _Batches, renderer: FaceRenderer, cfg: DFRConfig, val_rows: np.ndarray, world_size: int
+        self,
+        batches: _Batches,
+        renderer: FaceRenderer,
+        cfg: DFRConfig,
+        val_rows: np.ndarray,
+        world_size: int,
+        fit_labels: torch.Tensor | None = None,
+        p_scale: torch.Tensor | None = None,
     ) -> None:
         self.batches, self.renderer, self.cfg = batches, renderer, cfg
+        #: float [N, 257] per-row landmark fits (NaN rows: none), on the device; or None (term off).
+        self.fit_labels = None if fit_labels is None else fit_labels.to(batches.device)
+        self.p_scale = None if p_scale is None else p_scale.to(batches.device)
         local = cfg.batch // world_size
         #: bool [257]: the values the landmarks fit (shape, expression, pose), see DFRConfig.photo_geometry.
         self.geometry = torch.zeros(params.NUM_PARAMS, dtype=torch.bool, device=batches.device)
@@ -377,6 +438,13 @@ class _DFRTask:
             "land_rmse_pct": 100.0 * math.sqrt(float(land.detach().sum()) / n_ok),
             "prior": float(reg.detach().mean()),
         }
+        if self.fit_labels is not None and self.p_scale is not None and cfg.landmark_fit_weight > 0:
+            target = self.fit_labels[torch.as_tensor(rows, device=self.fit_labels.device)]
+            has = torch.isfinite(target).all(1)
+            err = ((p - torch.where(has[:, None], target, p.detach())) / self.p_scale)[:, self.geometry]
+            fit = err.square().mean(1)  # [b], F's output units (1 = one output scale per value)
+            loss = loss + cfg.landmark_fit_weight * fit.mean()
+            parts["fit_mse"] = float(fit.detach().sum()) / max(int(has.sum()), 1)
         if step >= cfg.photo_start:  # the photometric term, on the first photo_rows rows (random ones)
             k = self.photo_rows
             pk = p[:k] if cfg.photo_geometry else torch.where(self.geometry, p[:k].detach(), p[:k])
@@ -644,8 +712,22 @@ def fit_dfr(
                 f"the light is confined to the top {cfg.light_dims} principal directions of {source} "
                 "(--light-prior none: 27 free SH coefficients, as in the paper)"
             )
+        fit_labels = None
+        if cfg.landmark_fit_weight > 0:
+            prior = landmark_fit_prior(cfg, dataset)
+            t0 = time.perf_counter()
+            fits = fit_landmarks(cpu_renderer, torch.from_numpy(lms), prior_weight=prior)
+            fit_labels = torch.full((len(dataset), params.NUM_PARAMS), float("nan"))
+            fit_labels[torch.from_numpy(train_rows)] = fits
+            notes.append(
+                f"F's shape, expression and pose are also pulled towards least-squares fits to each training "
+                f"row's landmarks (weight {cfg.landmark_fit_weight:g}, fit prior {prior:g}; {int(finite.sum())} "
+                f"rows fitted in {time.perf_counter() - t0:.0f} s; --landmark-fit-weight 0: the paper's DFR)"
+            )
         batches = _Batches(dataset, dist.device)
-        task = _DFRTask(batches, renderer, cfg, val_rows, dist.world_size)
+        task = _DFRTask(
+            batches, renderer, cfg, val_rows, dist.world_size, fit_labels=fit_labels, p_scale=model.p_scale
+        )
         run_config = cfg.task_config() | {
             "data": str(dataset.root.resolve()),
             "n": len(dataset),
@@ -660,7 +742,8 @@ def fit_dfr(
             out,
             dist=dist,
             run_config=run_config,
-            added_task_keys={"light_model": "none"},  # checkpoints from before the light model
+            # checkpoints from before the light model and the landmark fits
+            added_task_keys={"light_model": "none", "landmark_fit_weight": 0.0, "landmark_fit_prior": None},
         )
         if dist.is_main:
             out.mkdir(parents=True, exist_ok=True)

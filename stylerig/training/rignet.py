@@ -96,6 +96,7 @@ class RigConfig:
     rec_weight: float = 1.0
     edit_weight: float = 1.0
     consist_weight: float = 1.0
+    param_weight: float = 0.0  # L_param (stylerig.rignet.RigLossConfig.param_weight; not in the paper)
     group_weights: str = ""  # "expression=10,illumination=3": per-group L_edit / L_consist weights (mode all)
     land_weight: float = LAND_WEIGHT  # landmark weight inside L_render (as for DFR)
     steps: int = 600
@@ -131,6 +132,7 @@ class RigConfig:
             rec_weight=self.rec_weight,
             edit_weight=self.edit_weight,
             consist_weight=self.consist_weight,
+            param_weight=self.param_weight,
             group_weights=parse_group_weights(self.group_weights),
         )
 

@@ -73,6 +73,26 @@ def fit_dfr(
     light_dims: Annotated[
         int, typer.Option(min=1, max=27, metavar="K", help="Principal directions of the light prior kept.")
     ] = 4,
+    landmark_fit_weight: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            metavar="W",
+            help="Weight of the term that pulls F's shape, expression and pose towards a least-squares fit "
+            "to each training image's landmarks (Levenberg-Marquardt, before training; not in the paper). "
+            "0: the paper's purely self-supervised DFR.",
+        ),
+    ] = 0.0,
+    landmark_fit_prior: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            metavar="P",
+            help="Prior weight of those fits per squared sd of shape and expression. Default: 1e-6 when the "
+            "set's landmarks are exact (the built-in world's), 1e-3 for a detector's.",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[
         int, typer.Option(min=0, metavar="S", help="Seeds the weights, the data order and the split.")
     ] = 0,
@@ -103,6 +123,8 @@ def fit_dfr(
         seed=seed,
         light_prior=light_prior,
         light_dims=light_dims,
+        landmark_fit_weight=landmark_fit_weight,
+        landmark_fit_prior=landmark_fit_prior,
     )
     args = {
         "data": str(data),
@@ -116,6 +138,8 @@ def fit_dfr(
         "face_model": face_model,
         "light_prior": light_prior,
         "light_dims": light_dims,
+        "landmark_fit_weight": landmark_fit_weight,
+        "landmark_fit_prior": landmark_fit_prior,
         "seed": seed,
         "threads": threads,
     }

@@ -52,6 +52,15 @@ def train_rignet(
     rec_weight: Annotated[float, typer.Option(min=0.0, metavar="W", help="Weight of L_rec.")] = 1.0,
     edit_weight: Annotated[float, typer.Option(min=0.0, metavar="W", help="Weight of L_edit.")] = 1.0,
     consist_weight: Annotated[float, typer.Option(min=0.0, metavar="W", help="Weight of L_consist.")] = 1.0,
+    param_weight: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            metavar="W",
+            help="Weight of L_param: the edit and consistency conditions on F's parameters directly (in F's "
+            "output scale), besides the renderer's; not in the paper. 0: off.",
+        ),
+    ] = 0.0,
     group_weight: Annotated[
         str,
         typer.Option(
@@ -149,6 +158,7 @@ def train_rignet(
         rec_weight=rec_weight,
         edit_weight=edit_weight,
         consist_weight=consist_weight,
+        param_weight=param_weight,
         group_weights=group_weight,
         steps=steps,
         batch=batch,
@@ -167,6 +177,7 @@ def train_rignet(
         "rec_weight": rec_weight,
         "edit_weight": edit_weight,
         "consist_weight": consist_weight,
+        "param_weight": param_weight,
         "group_weight": group_weight,
         "arch": arch,
         "tied": tied,
