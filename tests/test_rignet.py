@@ -439,6 +439,32 @@ def test_cli_trains_saves_and_resumes(tiny_set, tmp_path: Path, capsys, one_thre
         assert torch.equal(v, rb.state_dict()[k]), k
 
 
+def test_a_checkpoint_from_before_l_param_resumes_without_it(
+    tiny_set, tmp_path: Path, capsys, one_thread: None
+) -> None:
+    """Rig checkpoints written before ``param_weight`` existed stand for 0 (the paper's losses)."""
+    from stylerig.tensorfile import load_tensors, save_tensors
+
+    data, dfr = tiny_set
+    base = ["train-rignet", "--data", str(data), "--dfr", str(dfr), "--device", "cpu", "--batch", "2"]
+    base += ["--mode", "all", "--out", str(tmp_path / "r")]
+    assert _run_cli([*base, "--steps", "2"], capsys)[0] == 0
+    ckpt = tmp_path / "r" / "checkpoint.safetensors"
+    tensors, meta = load_tensors(ckpt, what="checkpoint", hint="")
+    config = json.loads(meta["config"])
+    assert config["task"].pop("param_weight") == 0.0
+    save_tensors(ckpt, tensors, {**meta, "config": json.dumps(config, sort_keys=True)})
+    code, stdout, err = _run_cli([*base, "--steps", "3"], capsys)
+    assert code == 0 and "resumed from step 2" in stdout, err
+    code, _, err = _run_cli([*base, "--steps", "4", "--param-weight", "1"], capsys)  # a changed setting
+    assert code == 2 and "param_weight" in err, err
+    out = tmp_path / "p"
+    code, stdout, err = _run_cli([*base[:-1], str(out), "--steps", "2", "--param-weight", "1"], capsys)
+    assert code == 0, err
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all("param" in r for r in log if r["kind"] == "train")
+
+
 def test_cli_errors_are_one_line(tiny_set, tmp_path: Path, capsys) -> None:
     data, dfr = tiny_set
     base = ["train-rignet", "--data", str(data), "--out", str(tmp_path / "x"), "--device", "cpu"]

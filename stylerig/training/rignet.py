@@ -566,7 +566,16 @@ def train_rignet(
             "n": len(dataset),
             "dfr": dfr_label,
         }
-        trainer = Trainer(rig, task, train_rows, cfg.trainer_config(), out, dist=dist, run_config=run_config)
+        trainer = Trainer(
+            rig,
+            task,
+            train_rows,
+            cfg.trainer_config(),
+            out,
+            dist=dist,
+            run_config=run_config,
+            added_task_keys={"param_weight": 0.0},  # checkpoints from before L_param
+        )
         if dist.is_main:
             out.mkdir(parents=True, exist_ok=True)
             write_run_json(
