@@ -73,6 +73,10 @@ p_v^τ: exactly the paper's Eq. 2); for ``all`` each pair gives three samples, o
 exactly that group (paper §8.5). No generator is in the loop: I_w, I_v and their landmarks come from
 the sample set.
 
+Optional, not in the paper: L_param (``param_weight``) = mean over g's values of ((p_ŵ − t) / s)² + the
+same mean over the other values, with s F's output scale: the conditions of L_edit and L_consist on the
+parameters themselves, where every value counts alike (``docs/rignet.md``, session 11).
+
 Example:
     >>> import torch
     >>> from stylerig.rignet import RigNet
@@ -628,11 +632,15 @@ def rig_losses(
     Args:
         rig: the rig being trained (or its DDP wrapper: it is called exactly once).
         dfr: the frozen DFR, ``F(ws float [N, num_ws, w_dim]) -> p float [N, 257]``; its parameters must
-            not require gradients (the gradient flows *through* it to the rig).
+            not require gradients (the gradient flows *through* it to the rig). Its ``p_scale`` [257]
+            (a :class:`~stylerig.dfr.DFR`'s output scale) normalises L_param; without one, 1.
         render_loss_fn: ``(p float [N, 257], images [N, ...], landmarks [N, ...]) -> float [N]``, the
             per-sample L_render (masked photometric + landmark term) of rendering p against the images.
         batch: B pairs; see :class:`PairBatch`.
         config: switches and weights (default: all terms, weights 1).
+
+    With ``config.param_weight > 0`` the total also holds L_param (:attr:`RigLossConfig.param_weight`,
+    not in the paper), computed from the same F(ŵ) without another render.
 
     Returns:
         :class:`RigLossOutput` with the scalar total and the per-term means. Each mean runs over the 2B
