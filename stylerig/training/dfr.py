@@ -34,15 +34,16 @@ Defaults (:class:`DFRConfig`) and why, measured on the built-in world (``styleri
 
 **Landmark fits** (``landmark_fit_weight``; default 0 = off; not in the paper). Before training, every
 training row's identity, expression, rotation and translation are fitted to its landmarks by
-:func:`stylerig.image_fit.fit_landmarks` (Levenberg–Marquardt, ~10 ms per row), and the loss gets
-``landmark_fit_weight x mean((F(w) - fit) / p_scale)^2`` over those values. The landmark term alone
+:func:`stylerig.image_fit.fit_landmarks` (Levenberg–Marquardt, ~12 ms per row on one thread), and the
+loss gets ``landmark_fit_weight x mean((F(w) - fit) / p_scale)^2`` over those values. The landmark term alone
 trains F through a badly conditioned map: the small shape and expression components move the
 landmarks by a fraction of a pixel, so their gradients are swamped by the pose's, and F reads them
 shrunk and mixed (on the demo's world set: expression correlation with the truth 0.90 held out and only
 0.93 on its own training rows, with half the truth's variance), although the landmarks determine them
 (a linear regression from the true landmarks to the expression has R² 0.997–1.000, and the per-row fit
 reaches a correlation of 0.99). The fits hand F targets in which every value counts alike. With them
-F reads the expression at 0.95 held out (0.98 on training rows). The fits' prior
+F reads the expression at 0.95 held out (0.98 on training rows), but the demo's rig trained through
+such an F edits no better and the light worse, so the term is off by default. The fits' prior
 (``landmark_fit_prior``) is 1e-6 for exact landmarks (the world's: the prior of 1e-4 that suits F's
 own landmark term shrinks the fits to 57–93 % of the truth) and 1e-3 for a detector's (its
 landmarks are 1–4 px off). ``docs/rignet.md``, session 11.
