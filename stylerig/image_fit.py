@@ -300,7 +300,7 @@ def fit_landmarks(
     """
     H, W = renderer.resolution
     check_tensor(landmarks, "landmarks", [None, 68, 2])
-    if iters < 1 or rigid_iters < 0 or chunk < 1 or prior_weight <= 0:
+    if iters < 1 or rigid_iters < 0 or chunk < 1 or not (math.isfinite(prior_weight) and prior_weight > 0):
         raise InputError("fit_landmarks needs iters >= 1, rigid_iters >= 0, chunk >= 1 and prior_weight > 0")
     fm = renderer.face_model
     dev, f64 = fm.mean_shape.device, torch.float64

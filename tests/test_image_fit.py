@@ -93,8 +93,9 @@ def test_landmark_fit_recovers_shape_expression_and_pose_from_exact_landmarks(fa
     torch.testing.assert_close(
         fit_landmarks(renderer, lms[:6], prior_weight=1e-6, chunk=4), p[:6], equal_nan=True
     )
-    with pytest.raises(InputError):
-        fit_landmarks(renderer, lms, prior_weight=0.0)
+    for bad in (0.0, float("nan")):
+        with pytest.raises(InputError):
+            fit_landmarks(renderer, lms, prior_weight=bad)
     with pytest.raises(InputError):
         fit_landmarks(renderer, lms[:, :10])
 
