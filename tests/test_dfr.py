@@ -493,19 +493,15 @@ def test_landmark_fit_term_pulls_f_towards_the_per_row_fits(
     # (a landmark weight of ~0 rather than 0 keeps a graph to differentiate in the run without the term)
     kw = dict(steps=200, lr=1e-2, land_weight=1e-9, prior_weights={}, landmark_steps=200, val_every=1000)
     kw.update(landmark_fit_prior=1e-6)
-    on = fit_dfr(
-        tiny_set,
-        tmp_path / "on",
-        config=tiny_config(**kw, landmark_fit_weight=10.0),
-        device="cpu",
-        face_model=tiny_face,
-    )
-    off = fit_dfr(
-        tiny_set,
-        tmp_path / "off",
-        config=tiny_config(**kw, landmark_fit_weight=0.0),
-        device="cpu",
-        face_model=tiny_face,
+    on, off = (
+        fit_dfr(
+            tiny_set,
+            tmp_path / name,
+            config=tiny_config(**kw, landmark_fit_weight=weight),
+            device="cpu",
+            face_model=tiny_face,
+        )
+        for name, weight in (("on", 10.0), ("off", 0.0))
     )
     assert any("least-squares fits" in n for n in on.notes) and not any(
         "least-squares" in n for n in off.notes
