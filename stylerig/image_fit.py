@@ -271,9 +271,9 @@ def fit_landmarks(
     expression, rotation and translation, from :func:`initial_params`. Unlike Adam, a Gauss–Newton
     step treats every direction alike however little it moves the landmarks, so the small shape and
     expression components converge in a few iterations instead of thousands: on the built-in world's
-    exact landmarks (3,000 rows, ``prior_weight`` 1e-6, 8 iterations) the six expression components
-    the world uses come out at a correlation of 0.99 with the truth (slope 0.74–0.99) and the rotation at
-    0.1–0.25° median error (``docs/rignet.md``, session 11).
+    exact landmarks (2,700 rows of the demo's set, ``prior_weight`` 1e-6, 8 iterations) the six
+    expression components the world uses come out at a correlation of 0.99 with the truth (slope
+    0.74–0.99) and the rotation at 0.01–0.25° median error per angle (``docs/rignet.md``, session 11).
 
     The Jacobian is analytic for identity and expression (the landmarks are linear in them before the
     rigid motion and the projection, whose 2x3 derivative per point is taken by central differences in
@@ -326,6 +326,7 @@ def fit_landmarks(
     prior_diag = torch.cat(
         [torch.ones(n_shape, dtype=f64, device=dev), torch.zeros(6, dtype=f64, device=dev)]
     )
+    pose_only = torch.cat([torch.zeros(n_shape, dtype=f64, device=dev), torch.ones(6, dtype=f64, device=dev)])
     k = math.sqrt(land_weight / (68.0 * W * W))  # residuals whose squared sum is the landmark term
 
     def residuals(c: torch.Tensor, pose: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -360,11 +361,8 @@ def fit_landmarks(
             JTJ = J.transpose(1, 2) @ J + prior_weight * torch.diag(prior_diag)
             g = (J.transpose(1, 2) @ res[..., None])[..., 0] + prior_weight * prior_diag * x
             if it < rigid_iters:  # pose only: freeze the shape columns
-                free = torch.cat(
-                    [torch.zeros(n_shape, dtype=f64, device=dev), torch.ones(6, dtype=f64, device=dev)]
-                )
-                JTJ = JTJ * free[:, None] * free[None] + torch.diag(1.0 - free)
-                g = g * free
+                JTJ = JTJ * pose_only[:, None] * pose_only[None] + torch.diag(1.0 - pose_only)
+                g = g * pose_only
             diag = torch.diagonal(JTJ, dim1=1, dim2=2)
             for _ in range(6):  # raise the damping of the rows whose step did not lower the cost
                 A = JTJ + torch.diag_embed(mu[:, None] * (diag + 1e-12))
