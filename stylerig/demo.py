@@ -45,9 +45,9 @@ _MIX_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 class DemoConfig:
     """Step counts and sizes of the demo.
 
-    The defaults took 8.7 minutes end to end on the project's quiet 2-core machine (sample 23 s,
-    fit-dfr 62 s, train-rignet 6.1 min, mix + analyze 2 s, evaluate 71 s; ``docs/demo.md``); on cores
-    shared with other work, expect up to twice that.
+    The defaults took 11.7 minutes end to end on the project's quiet 2-core machine (sample 28 s,
+    fit-dfr 1.5 min, train-rignet 8.2 min, mix + analyze 3 s, evaluate 1.5 min; session 11,
+    ``docs/demo.md``); on cores shared with other work, expect up to twice that.
     """
 
     n_samples: int = 3000  # sample set size (128x128 world portraits)
