@@ -415,6 +415,8 @@ class _DFRTask:
         self.batches, self.renderer, self.cfg = batches, renderer, cfg
         #: float [N, 257] per-row landmark fits (NaN rows: none), on the device; or None (term off).
         self.fit_labels = None if fit_labels is None else fit_labels.to(batches.device)
+        if fit_labels is not None and p_scale is None:
+            raise ValueError("landmark-fit targets need F's output scale p_scale")
         self.p_scale = None if p_scale is None else p_scale.to(batches.device)
         local = cfg.batch // world_size
         #: bool [257]: the values the landmarks fit (shape, expression, pose), see DFRConfig.photo_geometry.
@@ -439,7 +441,7 @@ class _DFRTask:
             "land_rmse_pct": 100.0 * math.sqrt(float(land.detach().sum()) / n_ok),
             "prior": float(reg.detach().mean()),
         }
-        if self.fit_labels is not None and self.p_scale is not None and cfg.landmark_fit_weight > 0:
+        if self.fit_labels is not None:  # set by fit_dfr only when landmark_fit_weight > 0
             target = self.fit_labels[torch.as_tensor(rows, device=self.fit_labels.device)]
             has = torch.isfinite(target).all(1)
             err = ((p - torch.where(has[:, None], target, p.detach())) / self.p_scale)[:, self.geometry]
