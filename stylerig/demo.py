@@ -157,6 +157,7 @@ def run_demo(
     config: DemoConfig | None = None,
     *,
     device: str = "cpu",
+    renderer: str = "auto",
     progress: DemoProgress | None = None,
     arguments: dict[str, Any] | None = None,
 ) -> DemoResult:
@@ -165,6 +166,8 @@ def run_demo(
     Args:
         out_dir: the demo folder. config: :class:`DemoConfig` (defaults when None).
         device: where to train and generate ('cpu' | 'auto' | 'cuda[:N]').
+        renderer: the rasterizer of fit-dfr and train-rignet, 'auto' | 'torch' | 'nvdiffrast' ('auto':
+            nvdiffrast on CUDA when it is installed, else the torch rasterizer).
         progress: a :class:`DemoProgress` (e.g. the CLI's rich view).
         arguments: the command's arguments, recorded in ``demo.json``.
 
@@ -185,7 +188,10 @@ def run_demo(
     from stylerig.training.dfr import DFRConfig, fit_dfr
     from stylerig.training.rignet import RigConfig, train_rignet
 
+    from stylerig.render.ops import resolve_backend
+
     t0 = time.perf_counter()
+    resolve_backend(renderer, resolve_device(device))  # refuse a bad or unavailable choice before any work
     cfg = config or DemoConfig()
     prog = progress or _Silent()
     out = Path(out_dir)
@@ -250,6 +256,7 @@ def run_demo(
             d_dfr,
             config=dc,
             device=device,
+            renderer_backend=renderer,
             progress=_trainer_callback(prog, ("loss", "land_rmse_pct")),
             arguments={"demo": True, "steps": cfg.dfr_steps, "batch": cfg.dfr_batch},
         )
@@ -286,6 +293,7 @@ def run_demo(
             d_rig,
             config=rc,
             device=device,
+            renderer_backend=renderer,
             progress=_trainer_callback(prog, ("loss", "edit", "consist")),
             arguments={
                 "demo": True,

@@ -149,6 +149,14 @@ def test_demo_help_states_the_real_defaults(capsys, monkeypatch):
         assert text in out, text
 
 
+def test_demo_refuses_a_renderer_it_cannot_use_before_any_work(tmp_path, capsys):
+    out = tmp_path / "demo"
+    for choice, said in (("nvdiffrast", "needs CUDA"), ("opengl", "unknown renderer backend")):
+        code, stdout, err = run(["demo", "--quick", "--out", str(out), "--renderer", choice], capsys)
+        assert code == 2 and said in err + stdout and "Traceback" not in err + stdout, choice
+        assert not out.exists()  # refused before the sample stage wrote anything
+
+
 def test_sample_threads_and_world_build_intervals_reach_the_library(tmp_path, capsys, monkeypatch):
     import torch
 

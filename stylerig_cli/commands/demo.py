@@ -87,11 +87,18 @@ def demo(
         int | None, typer.Option(min=1, metavar="N", help="Held-out pairs per edit (default 500).")
     ] = None,
     device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="Where to run.")] = "cpu",
+    renderer: Annotated[
+        str,
+        typer.Option(
+            metavar="auto|torch|nvdiffrast",
+            help="Rasterizer of fit-dfr and train-rignet (auto: nvdiffrast on CUDA when installed).",
+        ),
+    ] = "auto",
     threads: Annotated[
         int | None, typer.Option(min=1, metavar="T", help="CPU threads (default: torch's choice).")
     ] = None,
 ) -> None:
-    """The whole mission on the built-in world, about 9 minutes on 2 CPU cores: sample a set, fit DFR,
+    """The whole mission on the built-in world, about 12 minutes on 2 CPU cores: sample a set, fit DFR,
     train one rig for pose, expression and light, draw the mixing figures and Figures 4 / 6, and measure
     the edits with the world's independent estimator. Run it again to resume: finished stages are skipped."""
     import dataclasses
@@ -115,9 +122,9 @@ def demo(
         "eval_pairs": eval_pairs,
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in over.items() if v is not None})
-    args = {"out": str(out), "quick": quick, "device": device, "threads": threads, **over}
+    args = {"out": str(out), "quick": quick, "device": device, "renderer": renderer, "threads": threads, **over}
     with _View() as view:
-        result = run_demo(out, cfg, device=device, progress=view, arguments=args)
+        result = run_demo(out, cfg, device=device, renderer=renderer, progress=view, arguments=args)
         view.finish(len(STAGES))
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
