@@ -16,6 +16,8 @@
 #    world build (plain and with a critic), the world estimator recipe.
 # 6. Whatever time is left: `stylerig demo --device $DEV`; then (stage longrig) the same demo with a
 #    rig trained LONG_RIG_STEPS steps (default 12000, 5x the demo's) on the demo's set and DFR.
+# 7. Stage demo2: two demos at once, `--renderer nvdiffrast` and `--renderer torch` (DEMO_ARGS are
+#    added to both, e.g. --quick for a rehearsal); stage bench_late: the benchmark after them.
 # Each stage gets at most what is left of the budget; a stage that fails does not stop the next.
 set -u
 BUDGET=${1:-520}
@@ -97,6 +99,17 @@ if want longrig && [ -f "$T/demo/dfr/dfr.safetensors" ]; then
   mkdir -p "$T/demo-long" && cp -r "$T/demo/samples" "$T/demo/dfr" "$T/demo-long/"
   stage demo_longrig 600 $CLI demo --out "$T/demo-long" --device $DEV --rig-steps "${LONG_RIG_STEPS:-12000}"
 fi
+
+# 7. (stage demo2) Two demos side by side, one per rasterizer: the end-to-end comparison of nvdiffrast
+#    and the torch rasterizer on the mission's metrics (half the CPU threads each; times are shared).
+if want demo2; then
+  stage demo_pair 600 bash -c "
+    $CLI demo --out $T/demo-nv --device $DEV --renderer nvdiffrast --threads 8 ${DEMO_ARGS:-} > $LOGS/demo_nv.log 2>&1 & p1=\$!
+    $CLI demo --out $T/demo-torch --device $DEV --renderer torch --threads 8 ${DEMO_ARGS:-} > $LOGS/demo_torch.log 2>&1 & p2=\$!
+    wait \$p1; a=\$?; wait \$p2; b=\$?; echo nvdiffrast rc=\$a torch rc=\$b
+    tail -n 25 $LOGS/demo_nv.log $LOGS/demo_torch.log"
+fi
+want bench_late && stage bench_gpu 150 $PY benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" --device $DEV
 
 # Results: logs and run records in one archive.
 for d in "$T"/*/; do
