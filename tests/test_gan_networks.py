@@ -293,6 +293,20 @@ def test_cached_weight_norms_follow_weight_changes() -> None:
     assert G.synthesis.b16.conv1.weight.grad is not None and G.mapping.fc0.weight.grad is not None
 
 
+def test_default_order_is_fused_only_for_one_sample() -> None:
+    """The default evaluation order in reduced precision: unfused for a batch (the faster on a GPU,
+    docs/gpu.md), fused for one sample; bit-identical to forcing that order."""
+    from stylerig.gan.networks import modulated_conv2d
+
+    torch.manual_seed(1)
+    w, st = torch.randn(8, 6, 3, 3), torch.randn(2, 6) + 2
+    for x in (torch.randn(2, 6, 5, 5).bfloat16(), torch.randn(1, 6, 5, 5).bfloat16()):
+        order = x.shape[0] == 1
+        y = modulated_conv2d(x, w, st[: x.shape[0]])
+        assert torch.equal(y, modulated_conv2d(x, w, st[: x.shape[0]], fused=order))
+        assert not torch.equal(y, modulated_conv2d(x, w, st[: x.shape[0]], fused=not order))
+
+
 @pytest.mark.parametrize("up", [1, 2])
 def test_unfused_half_precision_does_not_overflow(up: int) -> None:
     """Large activations and styles: x * styles overflows float16 unless weight and styles are brought
