@@ -183,12 +183,11 @@ def run_demo(
     from stylerig.editing import load_editor, run_mix, write_mix
     from stylerig.evaluate import evaluate
     from stylerig.outputs import write_json
+    from stylerig.render.ops import resolve_backend
     from stylerig.rignet import load_rignet
     from stylerig.sampling import write_sample_set
     from stylerig.training.dfr import DFRConfig, fit_dfr
     from stylerig.training.rignet import RigConfig, train_rignet
-
-    from stylerig.render.ops import resolve_backend
 
     t0 = time.perf_counter()
     resolve_backend(renderer, resolve_device(device))  # refuse a bad or unavailable choice before any work

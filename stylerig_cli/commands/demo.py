@@ -122,7 +122,14 @@ def demo(
         "eval_pairs": eval_pairs,
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in over.items() if v is not None})
-    args = {"out": str(out), "quick": quick, "device": device, "renderer": renderer, "threads": threads, **over}
+    args = {
+        "out": str(out),
+        "quick": quick,
+        "device": device,
+        "renderer": renderer,
+        "threads": threads,
+        **over,
+    }
     with _View() as view:
         result = run_demo(out, cfg, device=device, renderer=renderer, progress=view, arguments=args)
         view.finish(len(STAGES))
