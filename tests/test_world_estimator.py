@@ -252,18 +252,24 @@ def test_estimator_training_on_a_missing_gpu_fails_before_writing(tmp_path: Path
 
 
 @pytest.mark.cuda
-def test_estimator_training_moves_between_devices_at_a_resume(tmp_path: Path) -> None:
+def test_estimator_training_moves_between_devices_at_a_resume(tmp_path: Path, monkeypatch) -> None:
     """Two steps on the CPU, two on the GPU: the same run as two and two on the CPU, up to rounding.
 
-    (Not the same as four uninterrupted steps: a resume re-renders the replay buffer from the resumed
-    RNG, on any device; the first GPU run of this test, 2026-11-26, compared with that and failed.)"""
+    Compared as functions (their answers on fixed inputs), as the world generator's test does. Two GPU
+    runs (2026-11-26, H100) failed the first forms of this test: four uninterrupted steps are not the
+    same run (a resume re-renders the replay buffer from the resumed RNG), and the weights themselves
+    are too strict a measure after Adam steps under cuDNN's TF32 convolutions, which is off here.
+    This form has not yet run on a GPU."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     train_estimator(tmp_path / "moved", 2, config=_tiny_estimator_config(), log=False)
     moved = train_estimator(tmp_path / "moved", 4, config=_tiny_estimator_config(device="cuda"), log=False)
     train_estimator(tmp_path / "cpu", 2, config=_tiny_estimator_config(), log=False)
     cpu = train_estimator(tmp_path / "cpu", 4, config=_tiny_estimator_config(), log=False)
     assert next(moved.parameters()).device.type == "cuda"
-    a, b = moved.cpu().state_dict(), cpu.state_dict()
-    assert all(torch.allclose(a[k], b[k], atol=1e-4, rtol=1e-3) for k in a)
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        a, b = moved.cpu().eval()(x), cpu.eval()(x)
+    assert (a - b).abs().max() <= 1e-3 * b.abs().max()
 
 
 def test_recipe_records_what_a_specialist_answers_for(tmp_path: Path) -> None:
