@@ -193,6 +193,7 @@ def test_train_rignet_refuses_another_commands_folder(tiny, tmp_path: Path) -> N
         ({"rec_weight": 0.0, "edit_weight": 0.0, "consist_weight": 0.0}, "loss of 0"),
         ({"rec": False, "edit_weight": 0.0, "consist_weight": 0.0}, "loss of 0"),
         ({"rec_weight": 0.0, "group_weights": "pose=0"}, "loss of 0"),
+        ({"arch": "delta", "edit_weight": 0.0, "consist_weight": 0.0}, "loss of 0"),  # L_rec ≡ 0 there
     ],
 )
 def test_rig_settings_that_would_be_ignored_or_train_nothing(tiny, tmp_path: Path, kw, what) -> None:

@@ -406,6 +406,26 @@ def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
     return ex.value.code or 0, " ".join(cap.out.split()), " ".join(cap.err.split())
 
 
+def test_delta_rig_says_that_l_rec_switches_change_nothing(
+    tiny_set, tmp_path: Path, one_thread: None
+) -> None:
+    from stylerig.training.rignet import RigConfig, train_rignet
+
+    data, dfr = tiny_set
+    said = "L_rec is identically 0"
+    for i, (kw, noted) in enumerate(
+        (
+            ({"arch": "delta", "rec": False}, True),
+            ({"arch": "delta", "rec_weight": 3.0}, True),
+            ({"arch": "delta"}, False),
+            ({"rec": False}, False),
+        )  # RigNet's own L_rec is a real term
+    ):
+        cfg = RigConfig(mode="pose", steps=1, batch=2, val_every=0, **kw)
+        r = train_rignet(data, dfr, tmp_path / str(i), config=cfg, device="cpu")
+        assert any(said in n for n in r.notes) == noted, kw
+
+
 def test_cli_trains_saves_and_resumes(tiny_set, tmp_path: Path, capsys, one_thread: None) -> None:
     data, dfr = tiny_set
     base = ["train-rignet", "--data", str(data), "--dfr", str(dfr), "--device", "cpu", "--batch", "2"]

@@ -160,13 +160,14 @@ class RigConfig:
         weights = dict(loss.group_weights)
         any_group = any(weights.get(g, 1.0) > 0 for g in groups)
         terms = [
-            loss.rec and loss.rec_weight > 0,
+            loss.rec and loss.rec_weight > 0 and self.arch != "delta",  # delta: L_rec is identically 0
             loss.edit and loss.edit_weight > 0 and any_group,
             loss.consist and loss.consist_weight > 0 and any_group,
         ]
         if not any(terms):
             raise InputError(
-                "every switched-on RigNet loss term has weight 0: the rig would train on a loss of 0",
+                "every switched-on RigNet loss term has weight 0 (with --arch delta L_rec is identically 0): "
+                "the rig would train on a loss of 0",
                 hint="give at least one of --rec-weight, --edit-weight, --consist-weight (and the "
                 "--group-weight of an edited group) a value > 0",
             )
@@ -532,6 +533,11 @@ def train_rignet(
                     "the training codes have identical ws slots (an unmixed set): the rig adds one residual "
                     "to every slot (tied; see stylerig.rignet)"
                 )
+        if cfg.arch == "delta" and not (cfg.rec and cfg.rec_weight == 1.0):
+            notes.append(
+                "with --arch delta no change is exactly no edit, so L_rec is identically 0: --no-rec and "
+                "--rec-weight change nothing"
+            )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             rig = RigNet(
