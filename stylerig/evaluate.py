@@ -15,8 +15,10 @@ generator's images of ŵ), to which this module adds:
 * the L_rec **anchor error**: how far ``rig(w, F(w))`` moves an unedited code;
 * one nested ``metrics.json`` (the issue's keys: ``pose.median_abs_err_deg.{yaw,pitch,roll}``,
   ``pose.achieved_over_requested``, ``expression.err_ratio``, ``illumination.err_ratio``,
-  ``<mode>.nontarget_drift_ratio``, ``estimator``), the issue-6 targets with met / missed, a Markdown
-  table ``metrics.md`` and ``run.json``.
+  ``<mode>.nontarget_drift_ratio``, ``estimator``; also ``expression.achieved_over_requested`` and
+  ``illumination.achieved_over_requested``, the slope of the achieved change on the requested one in sd
+  units, which tells an edit that falls short from one that goes astray), the issue-6 targets with
+  met / missed, a Markdown table ``metrics.md`` and ``run.json``.
 
 Two estimators read the generator's images (``metrics.json``'s ``estimator`` says which was used):
 
@@ -535,6 +537,8 @@ def _section(
             a: flat.get(f"{a}_median_err_deg_within30") for a in params.ROTATION_NAMES
         }
         s["achieved_over_requested"] = flat.get("yaw_transfer_ratio")
+    elif flat.get(f"{group}_transfer_ratio") is not None:
+        s["achieved_over_requested"] = flat[f"{group}_transfer_ratio"]
     oracle = {k[len("oracle_") :]: v for k, v in flat.items() if k.startswith("oracle_")}
     if oracle.get(f"{group}_err_ratio") is not None:
         # The perfect edit (evaluate_on_world's oracle): what the generator and the estimator let any rig reach.
@@ -617,6 +621,9 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
             continue
         lines.append(f"| `{mode}.err_ratio` | {f(s['err_ratio'])} | {f(oracle(f'{mode}.err_ratio'))} | | |")
         lines.append(f"| `{mode}.moved` (sd) | {f(s['moved'])} | {f(oracle(f'{mode}.moved'))} | | |")
+        if mode != "pose" and s.get("achieved_over_requested") is not None:
+            key = f"{mode}.achieved_over_requested"
+            lines.append(f"| `{key}` | {f(s['achieved_over_requested'])} | {f(oracle(key))} | | |")
         out_face = s.get("image_change_outside_face")
         if out_face:
             lines.append(

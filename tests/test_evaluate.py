@@ -144,6 +144,10 @@ def test_metrics_json_has_the_issue_keys(demo_dir):
     for key in ISSUE_KEYS:
         section, name = key.split(".")
         assert isinstance(m[section][name], float), key
+    for mode in ("expression", "illumination"):  # the share of the request that arrived, and the oracle's
+        assert isinstance(m[mode]["achieved_over_requested"], float), mode
+        assert isinstance(m[mode]["oracle"]["achieved_over_requested"], float), mode
+        assert f"`{mode}.achieved_over_requested`" in (out / "evaluate" / "metrics.md").read_text()
     assert set(m["targets"]) == set(TARGETS)  # an `all` rig: every target has a number
     bins = m["pose"]["by_requested_change"]
     assert sum(b["n"] for b in bins["yaw"]) == m["n_pairs"]

@@ -517,6 +517,12 @@ def test_edit_metrics_perfect_and_absent_edits() -> None:
     drifted = params.replace(target, "identity", params.get(before, "identity") + std[:80])
     m = edit_metrics(before, target, drifted, ("rotation",), std, active)
     assert m["rotation_drift_identity"] == pytest.approx(1.0, rel=1e-4)
+    for g in ("expression", "illumination"):  # transfer: the share of the requested change that arrived
+        target = params.replace(before, g, params.get(other, g))
+        for share in (1.0, 0.7, 0.0):
+            half = before + share * (target - before)
+            m = edit_metrics(before, target, half, (g,), std, active)
+            assert m[f"{g}_transfer_ratio"] == pytest.approx(share, abs=1e-6), (g, share)
     w, v = heldout_pairs(torch.arange(10, 20).numpy(), 100)
     assert len(w) == 100 and (w != v).all() and set(w) | set(v) <= set(range(10, 20))
     # A group the DFR does not read yet (constant output, as after a few steps) cannot be measured: no

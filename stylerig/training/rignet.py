@@ -267,6 +267,14 @@ def edit_metrics(
         out[f"{g}_err_after"] = float(ea.mean())
         out[f"{g}_err_ratio"] = float(ea.mean() / eb.mean().clamp_min(1e-12))
         out[f"{g}_moved"] = float(moved)
+        if g != "rotation":  # (the pose's transfer is the yaw's, below, in degrees)
+            # How much of the requested change arrived: the slope through 0 of the achieved change on the
+            # requested one, pooled over the group's active values in sd units (1: all of it; the world's
+            # perfect edit reads 0.83-0.95 per expression component, its estimator's own shrinkage).
+            a_g = active[params.LAYOUT[g]]
+            req = (params.get(target, g) - params.get(before, g))[:, a_g] / params.get(std, g)[a_g]
+            got = (params.get(after, g) - params.get(before, g))[:, a_g] / params.get(std, g)[a_g]
+            out[f"{g}_transfer_ratio"] = float((got * req).sum() / req.pow(2).sum().clamp_min(1e-12))
         g_active = torch.nonzero(active[params.LAYOUT[g]]).flatten().tolist()
         # A few named components (the world's expressions): each one's ratio.
         if g == "expression" and len(g_active) <= 16:
