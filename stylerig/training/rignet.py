@@ -248,7 +248,8 @@ def edit_metrics(
         std: float [257] per-dimension spread; active: bool [257] the dimensions that count.
 
     Returns:
-        flat dict of floats, keys prefixed by the edited group (``rotation_err_ratio`` ...); pose keys
+        flat dict of floats, keys prefixed by the edited group (``rotation_err_ratio`` ...,
+        ``expression_transfer_ratio``: the slope of the achieved change on the requested one); pose keys
         in degrees. A group none of whose dimensions is active (a DFR that has not learned to read it
         yet reads a constant) cannot be measured: it gets ``<group>_measurable = 0`` and no error or
         drift keys, rather than a ratio of zeros.
@@ -270,7 +271,8 @@ def edit_metrics(
         if g != "rotation":  # (the pose's transfer is the yaw's, below, in degrees)
             # How much of the requested change arrived: the slope through 0 of the achieved change on the
             # requested one, pooled over the group's active values in sd units (1: all of it; the world's
-            # perfect edit reads 0.83-0.95 per expression component, its estimator's own shrinkage).
+            # perfect edit reads 0.83-0.95 per expression component and 0.52 for eye_close, its
+            # estimator's own shrinkage; docs/rignet.md, session 12).
             a_g = active[params.LAYOUT[g]]
             req = (params.get(target, g) - params.get(before, g))[:, a_g] / params.get(std, g)[a_g]
             got = (params.get(after, g) - params.get(before, g))[:, a_g] / params.get(std, g)[a_g]
