@@ -236,8 +236,10 @@ def _photo_stage(
     lr: float,
     land_weight: float,
     prior_weight: float,
+    light_model: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Adam on every group of p0 [N, 257] against images and landmarks -> p [N, 257]."""
+    """Adam on every group of p0 [N, 257] against images and landmarks -> p [N, 257] (the light
+    projected onto ``light_model``'s subspace in every step when one is given)."""
     scale = _scale_vector(p0.dtype, p0.device)
     weights = {"identity": prior_weight, "expression": prior_weight, "reflectance": prior_weight}
     x = torch.zeros_like(p0, requires_grad=True)
@@ -245,12 +247,23 @@ def _photo_stage(
     for i in range(steps):
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(lr, i, steps)
-        p = p0 + x * scale
+        p = _project_light(p0 + x * scale, light_model)
         loss = render_loss(renderer, p, images, lm, land_weight=land_weight).total + prior_loss(p, weights)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()
-    return (p0 + x * scale).detach()
+    return _project_light(p0 + x * scale, light_model).detach()
+
+
+def _project_light(p: torch.Tensor, light_model: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """p [N, 257] with its 27 SH coefficients L replaced by ``mean + B Bᵀ (L − mean)`` (the DFR's light
+    model, :mod:`stylerig.dfr`); p itself without a model."""
+    if light_model is None:
+        return p
+    s = params.LAYOUT["illumination"]
+    mean, basis = (t.to(p) for t in light_model)
+    light = mean + ((p[:, s] - mean) @ basis) @ basis.T
+    return torch.cat([p[:, : s.start], light, p[:, s.stop :]], dim=1)
 
 
 @torch.no_grad()
@@ -406,6 +419,7 @@ def fit_params(
     prior_weight: float = 1e-4,
     land_prior_weight: float = 1e-3,
     init: torch.Tensor | None = None,
+    light_model: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> FitResult:
     """Fit face parameters to images with their detected landmarks (see the module docstring).
 
@@ -426,6 +440,10 @@ def fit_params(
             expression in the landmark stage.
         init: optional float [B, 257] start (skips :func:`initial_params` and the yaw restarts); for
             callers that refine an earlier fit of the same images.
+        light_model: optional (mean float [27], basis float [27, k] with orthonormal columns): the light
+            is confined to that affine subspace, as a DFR with a light model confines its own
+            (:mod:`stylerig.dfr`, "Light model"; e.g. ``(F.light_mean, F.light_basis)``). Without it the
+            27 coefficients are free, and the fit trades the constant light against the reflectance.
 
     Returns:
         :class:`FitResult` in the face model's dtype, on its device.
@@ -446,6 +464,10 @@ def fit_params(
         )
     if not (math.isfinite(lr) and lr > 0):
         raise InputError(f"lr must be positive, got {lr}")
+    if light_model is not None:
+        n_light = params.SIZES["illumination"]
+        check_tensor(light_model[0], "light_model mean", [n_light])
+        check_tensor(light_model[1], "light_model basis", [n_light, None])
     dev, dt = face_model.mean_shape.device, face_model.mean_shape.dtype
     B = images.shape[0]
     imgs = images.detach().to(dev, dt)
@@ -489,7 +511,9 @@ def fit_params(
                     renderer, p, lm, int(land_steps) - n_rigid, lr, land_weight, land_prior_weight
                 )
         if steps:
-            p = _photo_stage(renderer, p, img, lm, int(steps), lr, land_weight, prior_weight)
+            p = _photo_stage(renderer, p, img, lm, int(steps), lr, land_weight, prior_weight, light_model)
+        else:
+            p = _project_light(p, light_model)
     with torch.no_grad():
         out = renderer(p)
         mse = photometric_loss(out.image, img, face_mask(out))

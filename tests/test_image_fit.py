@@ -64,6 +64,49 @@ def test_fit_recovers_pose_and_landmarks_of_renders(face_model):
     )
 
 
+def test_light_model_confines_the_fitted_light_and_reads_it_better(face_model):
+    """With the world's light model the fit's light lies in its affine subspace, at every stage count,
+    and lands closer to the truth than 27 free coefficients (which trade the constant light against the
+    reflectance)."""
+    from stylerig.dfr import light_model
+    from stylerig.render import FaceRenderer
+    from stylerig.worlds.prior import factors_to_world, light_statistics, sample_factors
+
+    renderer = FaceRenderer(face_model, 64, backend="torch")
+    p_true = factors_to_world(sample_factors(list(range(200, 204))))[0]
+    with torch.no_grad():
+        out = renderer(p_true)
+    model = light_model(*light_statistics(), 4)
+    mean, basis = model
+    s = params.LAYOUT["illumination"]
+    for steps in (0, 30):
+        p = fit_params(
+            out.image,
+            out.landmarks,
+            face_model,
+            renderer,
+            steps=steps,
+            land_steps=20,
+            restarts=1,
+            light_model=model,
+        ).p
+        off = p[:, s] - mean
+        assert float((off - (off @ basis) @ basis.T).abs().max()) < 1e-5, steps
+    free = fit_params(out.image, out.landmarks, face_model, renderer, steps=30, land_steps=20, restarts=1).p
+    err = lambda q: float((q[:, s] - p_true[:, s]).pow(2).mean().sqrt())  # noqa: E731
+    assert err(p) < err(free), (err(p), err(free))
+    with pytest.raises(InputError, match="light_model"):
+        fit_params(
+            out.image,
+            out.landmarks,
+            face_model,
+            renderer,
+            steps=1,
+            land_steps=1,
+            light_model=(mean[:5], basis),
+        )
+
+
 def test_landmark_fit_recovers_shape_expression_and_pose_from_exact_landmarks(face_model):
     from stylerig.render import FaceRenderer
     from stylerig.worlds.prior import factors_to_world, sample_factors
@@ -247,6 +290,7 @@ def test_evaluate_on_a_generator_file_end_to_end(tiny, tmp_path):
     info = m["estimator_info"]
     assert info["identity"] == "mean-colour" and info["detector"] == "fixed" and info["description"]
     assert info["fit"]["steps"] == 2 and info["fit"]["restarts"] == 1
+    assert info["light_model"].startswith("none")  # this DFR has no light model: the fit's light is free
     for a in ("yaw", "pitch", "roll"):
         assert isinstance(m["pose"]["median_abs_err_deg"][a], float)
     for key in (
@@ -271,6 +315,41 @@ def test_evaluate_on_a_generator_file_end_to_end(tiny, tmp_path):
     assert "image-fit:fixed" in md and "No ground truth" in md and "identity_similarity" in md
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["assets"]["generator"]["sha256"]
+
+
+def test_evaluate_on_a_generator_file_fits_the_light_in_the_dfrs_light_model(tiny, tmp_path, monkeypatch):
+    import stylerig.image_fit as image_fit
+    from stylerig.dfr import DFR, light_model, save_dfr
+    from stylerig.evaluate import evaluate
+    from stylerig.worlds.prior import light_statistics
+
+    data = tiny["data"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        F = DFR(data.num_ws, data.w_dim, (16,), light_dims=4)
+    F.set_light_model(*light_model(*light_statistics(), 4))
+    seen = []
+    real = image_fit.fit_params
+    monkeypatch.setattr(
+        image_fit, "fit_params", lambda *a, **kw: seen.append(kw.get("light_model")) or real(*a, **kw)
+    )
+    det = FixedDetector(np.nanmean(np.asarray(data.landmarks), axis=0))
+    fit = {"steps": 1, "land_steps": 2, "restarts": 1}
+    evaluate(
+        [tiny["rig"]],
+        save_dfr(F, tmp_path / "dfr.safetensors"),
+        data,
+        tiny["gen"],
+        n_pairs=2,
+        out_dir=tmp_path / "e",
+        val_fraction=0.5,
+        detector=det,
+        embedder=None,
+        fit=fit,
+    )
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert m["estimator_info"]["light_model"].startswith("the DFR's light model (4")
+    assert seen and all(lm is not None and torch.equal(lm[1], F.light_basis) for lm in seen)
 
 
 def test_evaluate_on_a_generator_file_without_dlib_says_so(tiny, tmp_path, monkeypatch):
