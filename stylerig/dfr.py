@@ -57,6 +57,7 @@ __all__ = [
     "OUTPUT_SCALE",
     "light_model",
     "load_dfr",
+    "project_light",
     "read_light_statistics",
     "save_dfr",
     "ws_statistics",
@@ -97,6 +98,16 @@ def ws_statistics(ws: torch.Tensor, eps: float = 1e-3) -> tuple[torch.Tensor, to
     mean, std = x.mean(0), x.std(0)
     std = std.clamp_min(eps * float(std.mean()) + 1e-12)
     return mean.float(), std.float()
+
+
+def project_light(p: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """p float [N, 257] with its 27 SH coefficients L replaced by ``mean + B Bᵀ (L − mean)``: the light
+    confined to a light model's affine subspace (mean [27], basis B [27, k] with orthonormal columns,
+    :func:`light_model`); differentiable; same dtype and device as p."""
+    s = params.LAYOUT["illumination"]
+    mean, basis = mean.to(p), basis.to(p)
+    light = mean + ((p[:, s] - mean) @ basis) @ basis.T
+    return torch.cat([p[:, : s.start], light, p[:, s.stop :]], dim=1)
 
 
 def light_model(mean: torch.Tensor, cov: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,10 +279,7 @@ class DFR(nn.Module):
         p = self.p_init + self.p_scale * getattr(self, f"fc{n}")(x)
         if not self.light_dims:
             return p
-        s = params.LAYOUT["illumination"]
-        mean, basis = self.light_mean.to(p.dtype), self.light_basis.to(p.dtype)
-        light = mean + ((p[:, s] - mean) @ basis) @ basis.T
-        return torch.cat([p[:, : s.start], light, p[:, s.stop :]], dim=1)
+        return project_light(p, self.light_mean, self.light_basis)
 
 
 def save_dfr(F: DFR, path: str | os.PathLike[str], *, metadata: Mapping[str, Any] | None = None) -> Path:

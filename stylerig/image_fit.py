@@ -256,14 +256,11 @@ def _photo_stage(
 
 
 def _project_light(p: torch.Tensor, light_model: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-    """p [N, 257] with its 27 SH coefficients L replaced by ``mean + B Bᵀ (L − mean)`` (the DFR's light
-    model, :mod:`stylerig.dfr`); p itself without a model."""
-    if light_model is None:
-        return p
-    s = params.LAYOUT["illumination"]
-    mean, basis = (t.to(p) for t in light_model)
-    light = mean + ((p[:, s] - mean) @ basis) @ basis.T
-    return torch.cat([p[:, : s.start], light, p[:, s.stop :]], dim=1)
+    """p [N, 257] with the light confined to ``light_model`` (:func:`stylerig.dfr.project_light`); p
+    itself without a model."""
+    from stylerig.dfr import project_light
+
+    return p if light_model is None else project_light(p, *light_model)
 
 
 @torch.no_grad()
