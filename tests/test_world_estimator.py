@@ -257,9 +257,9 @@ def test_estimator_training_moves_between_devices_at_a_resume(tmp_path: Path, mo
 
     Compared as functions (their answers on fixed inputs), as the world generator's test does. Two GPU
     runs (2026-11-26, H100) failed the first forms of this test: four uninterrupted steps are not the
-    same run (a resume re-renders the replay buffer from the resumed RNG), and the weights themselves
-    are too strict a measure after Adam steps under cuDNN's TF32 convolutions, which is off here.
-    This form has not yet run on a GPU."""
+    same run (a resume re-renders the replay buffer from the resumed RNG), and the weights of a run
+    resumed alike still differed (cause not measured; likely cuDNN's TF32 rounding, off here, amplified
+    by Adam's normalised steps). This form has not yet run on a GPU."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     train_estimator(tmp_path / "moved", 2, config=_tiny_estimator_config(), log=False)
     moved = train_estimator(tmp_path / "moved", 4, config=_tiny_estimator_config(device="cuda"), log=False)
