@@ -70,6 +70,7 @@ __all__ = [
     "DEFAULT_GENERATOR",
     "LANDMARK_CHOICES",
     "MAX_DEFAULT_RESOLUTION",
+    "PRECISIONS",
     "SampleEdit",
     "SampleResult",
     "resize_images",
@@ -81,6 +82,14 @@ __all__ = [
 DEFAULT_BATCH = 32
 #: The default image size is the generator's own, capped at this.
 MAX_DEFAULT_RESOLUTION = 256
+#: Compute precisions of the synthesis network (``precision``); the stored images are uint8 either way.
+#: float16 runs on CUDA only; bfloat16 runs anywhere (docs/gpu.md and benchmarks/bench_sample.py measure
+#: both against float32).
+PRECISIONS: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
 #: Names accepted by ``landmarks`` (a :class:`~stylerig.data.LandmarkDetector` object is accepted too).
 LANDMARK_CHOICES = ("auto", "world", "face-alignment", "dlib", "none")
 #: The generator used when none is given. ``None`` until the built-in world ships (a later issue makes
@@ -295,6 +304,20 @@ def _check_args(
         raise InputError(f"noise_mode must be 'const' or 'none' (reproducible), got {noise_mode!r}")
 
 
+def _check_precision(precision: str, device: torch.device) -> None:
+    if precision not in PRECISIONS:
+        raise InputError(
+            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}",
+            hint="use --precision float32",
+        )
+    if precision == "float16" and device.type != "cuda":
+        raise InputError(
+            f"--precision float16 needs a CUDA device (here: {device}); a CPU runs float16 convolutions "
+            "about 20x slower than float32",
+            hint="use --precision bfloat16 or float32 on a CPU",
+        )
+
+
 # ----------------------------------------------------------------------------------------------------
 # torchrun.
 
@@ -471,7 +494,8 @@ def _draw_chunk(
     if edit is not None:
         ws = edit(ws)
     with torch.no_grad():
-        img = G.synthesis(ws, noise_mode=key["noise_mode"])
+        dtype = PRECISIONS[str(key.get("precision", "float32"))]
+        img = G.synthesis(ws, noise_mode=key["noise_mode"], dtype=dtype)
         images = to_uint8(resize_images(img.float().clamp(-1, 1), res))
     b = len(seeds)
     arrays = {
@@ -728,6 +752,7 @@ def write_sample_set(
     noise_mode: str = "const",
     command: str = "sample",
     edit: SampleEdit | None = None,
+    precision: str = "float32",
 ) -> SampleResult:
     """Write (or finish, or confirm) the sample set of ``n`` samples in ``out_dir``.
 
@@ -761,6 +786,12 @@ def write_sample_set(
             Its ``info`` is recorded in the manifest (``conditional``) and in the set's identity. The
             generator's ground truth no longer describes edited codes, so none is written (no
             ``params.npy``, no ground-truth landmarks); the default ``mix_max`` is still decided by it.
+        precision: compute precision of the synthesis network, one of :data:`PRECISIONS`: 'float32'
+            (default), 'float16' (CUDA only) or 'bfloat16'. The mapping network, ``ws.npy`` and the
+            ground truth stay float32; only the images differ (by a few uint8 levels at most: the
+            generator's reduced-precision blocks, :meth:`stylerig.gan.networks.SynthesisNetwork.forward`).
+            A reduced precision is part of the set's identity (its ``key``); float32 sets keep the key
+            they always had.
 
     Returns:
         a :class:`SampleResult` (on every rank).
@@ -783,6 +814,7 @@ def write_sample_set(
         dev = resolve_device(device)
         if dev.type == "cuda" and dev.index is None and ranks.world > 1:
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", ranks.rank)))
+        _check_precision(precision, dev)
         G, gen_info = resolve_generator(generator, dev)
         if truth is None:
             truth = getattr(G, "ground_truth", None)
@@ -811,6 +843,8 @@ def write_sample_set(
             "generator_sha256": gen_info["sha256"],
         }
         meta = {"num_ws": int(G.num_ws), "w_dim": int(G.w_dim), "generator": gen_info}
+        if precision != "float32":  # only then: a float32 set keeps the key it always had
+            key["precision"] = precision
         if edit is not None:  # only then: the key of an ordinary set stays as it was
             key["edit"] = json.loads(json.dumps(edit.info, default=str))
             meta["conditional"] = key["edit"]

@@ -409,3 +409,65 @@ def test_assembly_names_an_inconsistent_chunk(tmp_path: Path, gen_path: Path) ->
         sampling._assemble(out, plan, meta)
     assert "anew" in (e.value.hint or "") and not chunk.exists()
     assert not (out / "manifest.json").exists()
+
+
+def test_reduced_precision_changes_only_the_images_and_is_part_of_the_key(
+    tmp_path: Path, gen_path: Path
+) -> None:
+    full, half = tmp_path / "f32", tmp_path / "bf16"
+    write(full, gen_path, 8)
+    res = write(half, gen_path, 8, precision="bfloat16")
+    assert res.manifest["key"]["precision"] == "bfloat16"
+    assert (
+        "precision" not in json.loads((full / "manifest.json").read_text())["key"]
+    )  # float32 keys unchanged
+    assert (half / "ws.npy").read_bytes() == (full / "ws.npy").read_bytes()
+    a = np.load(full / "images.npy").astype(np.int16)
+    b = np.load(half / "images.npy").astype(np.int16)
+    diff = np.abs(a - b)
+    assert 0 < diff.max() <= 16 and diff.mean() < 2.0  # computed in bfloat16, not ignored, and close
+    # a float32 set is another set: protected without --force
+    old = file_bytes(full)
+    with pytest.raises(AssetError, match="precision"):
+        write(full, gen_path, 8, precision="bfloat16")
+    assert file_bytes(full) == old
+
+
+def test_float16_is_refused_on_cpu_before_anything_is_written(tmp_path: Path, gen_path: Path, capsys) -> None:
+    out = tmp_path / "set"
+    with pytest.raises(InputError, match="CUDA") as e:
+        write(out, gen_path, 4, precision="float16")
+    assert "bfloat16" in (e.value.hint or "")
+    with pytest.raises(InputError, match="precision must be one of"):
+        write(out, gen_path, 4, precision="half")
+    assert not out.exists()
+    with pytest.raises(SystemExit) as ex:
+        main(
+            [
+                "sample",
+                "--out",
+                str(out),
+                "-n",
+                "4",
+                "--generator",
+                str(gen_path),
+                "--precision",
+                "float16",
+                "--device",
+                "cpu",
+            ]
+        )
+    assert ex.value.code == 2 and "Traceback" not in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.cuda
+def test_float16_sample_set_on_cuda_is_close_to_float32(tmp_path: Path, gen_path: Path) -> None:
+    full, half = tmp_path / "f32", tmp_path / "f16"
+    write(full, gen_path, 8, device="cuda")
+    write(half, gen_path, 8, device="cuda", precision="float16")
+    assert (half / "ws.npy").read_bytes() == (full / "ws.npy").read_bytes()
+    diff = np.abs(
+        np.load(full / "images.npy").astype(np.int16) - np.load(half / "images.npy").astype(np.int16)
+    )
+    assert diff.max() <= 8 and diff.mean() < 1.0

@@ -91,6 +91,15 @@ def sample(
     device: Annotated[
         str, typer.Option(metavar="auto|cpu|cuda[:N]", help="Where to run the generator.")
     ] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            metavar="float32|float16|bfloat16",
+            help="Compute precision of the synthesis network. float16: CUDA only (1.06-1.17x float32 on an "
+            "H100, docs/gpu.md); bfloat16 runs on CPUs too (benchmarks/bench_sample.py). Images differ from "
+            "float32 by a few levels at most; ws, params and landmarks are the same.",
+        ),
+    ] = "float32",
     force: Annotated[
         bool, typer.Option("--force", "-f", help="Replace a different sample set already in DIR.")
     ] = False,
@@ -156,6 +165,7 @@ def sample(
             force=force,
             progress=bar.update,
             edit=edit,
+            precision=precision,
         )
     if result.rank != 0:
         return
