@@ -187,3 +187,44 @@ def test_sample_threads_and_world_build_intervals_reach_the_library(tmp_path, ca
     assert code == 0, err
     assert (configs[0].eval_every, configs[0].checkpoint_every, configs[0].threads) == (0, 7, 1)
     assert configs[0].device == "auto"
+
+
+def _command_callbacks():
+    """(name, callback) of every command, sub-apps included."""
+    from stylerig_cli.app import _register, app
+
+    _register()
+    todo, out = [app], []
+    while todo:
+        a = todo.pop()
+        out += [(c.name or c.callback.__name__, c.callback) for c in a.registered_commands]
+        todo += [g.typer_instance for g in a.registered_groups]
+    return out
+
+
+def test_every_option_names_its_flag_where_typer_could_take_the_metavar():
+    """typer 0.27.2 names an option without flags after a metavar equal to its parameter's name in capitals
+    (``--DFR``, ``--LR``): `stylerig evaluate --dfr` then failed. Such options must spell out their flag."""
+    import typing
+
+    from typer.models import OptionInfo
+
+    callbacks = _command_callbacks()
+    assert len(callbacks) >= 12
+    bad = []
+    for name, cb in callbacks:
+        for pname, hint in typing.get_type_hints(cb, include_extras=True).items():
+            for info in getattr(hint, "__metadata__", ()):
+                if not isinstance(info, OptionInfo):
+                    continue
+                # in Annotated, typer takes a first positional flag as the default
+                flags = [
+                    *(info.param_decls or ()),
+                    *([info.default] if isinstance(info.default, str) else []),
+                ]
+                if (
+                    not any(f.startswith("-") for f in flags)
+                    and (info.metavar or "").lower() == pname.lower()
+                ):
+                    bad.append(f"{name} {pname}")
+    assert not bad, f"options without an explicit flag whose metavar is their name: {bad}"

@@ -39,7 +39,7 @@ def fit_dfr(
         int, typer.Option(min=1, metavar="B", help="Samples per step (over all torchrun processes together).")
     ] = 32,
     lr: Annotated[
-        float, typer.Option(min=0.0, metavar="LR", help="Peak learning rate of Adam (cosine decay).")
+        float, typer.Option("--lr", min=0.0, metavar="LR", help="Peak learning rate of Adam (cosine decay).")
     ] = 1e-3,
     device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="Where to train.")] = "auto",
     renderer: Annotated[

@@ -108,7 +108,7 @@ def train_rignet(
         int, typer.Option(min=1, metavar="B", help="Pairs (w, v) per step, over all torchrun processes.")
     ] = 8,
     lr: Annotated[
-        float, typer.Option(min=0.0, metavar="LR", help="Peak learning rate of Adam (cosine).")
+        float, typer.Option("--lr", min=0.0, metavar="LR", help="Peak learning rate of Adam (cosine).")
     ] = 1e-3,
     device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="Where to train.")] = "auto",
     renderer: Annotated[
