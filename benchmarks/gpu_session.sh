@@ -18,6 +18,8 @@
 #    rig trained LONG_RIG_STEPS steps (default 12000, 5x the demo's) on the demo's set and DFR.
 # 7. Stage demo2: two demos at once, `--renderer nvdiffrast` and `--renderer torch` (DEMO_ARGS are
 #    added to both, e.g. --quick for a rehearsal); stage bench_late: the benchmark after them.
+# 8. Stage variants: DFR variants -> the demo's rig -> evaluate, side by side, on one sample set
+#    (benchmarks/variant_pipeline.py; VARIANTS, VARIANT_THREADS). Only summaries come back.
 # Each stage gets at most what is left of the budget; a stage that fails does not stop the next.
 set -u
 BUDGET=${1:-520}
@@ -27,7 +29,7 @@ LOGS=/tmp/gpu-logs
 rm -rf "$LOGS" && mkdir -p "$LOGS"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 STYLERIG_CACHE_DIR=/tmp/stylerig-cache
 DEV=${DEV:-cuda} # DEV=cpu only rehearses the script
-PY=python3
+PY=${PY:-python3}
 T=/tmp/gpu-work
 rm -rf "$T" && mkdir -p "$T"
 
@@ -108,6 +110,20 @@ if want demo2; then
     $CLI demo --out $T/demo-torch --device $DEV --renderer torch --threads 8 ${DEMO_ARGS:-} > $LOGS/demo_torch.log 2>&1 & p2=\$!
     wait \$p1; a=\$?; wait \$p2; b=\$?; echo nvdiffrast rc=\$a torch rc=\$b
     tail -n 25 $LOGS/demo_nv.log $LOGS/demo_torch.log"
+fi
+# 8. (stage variants) DFR variants through the demo's rig, side by side on one sample set (session 13):
+#    VARIANTS="b0:seed=0 p0:photo_rows=0,seed=0" (name:DFRConfig overrides, comma-separated); each
+#    process gets VARIANT_THREADS threads; only each variant's summary.json comes back in $OUT.
+if want variants; then
+  stage variants_samples 120 $CLI sample --out "$T/vsamples" --n 3000 --device $DEV
+  stage variants 600 bash -c '
+    for v in '"${VARIANTS:-b0:seed=0 b1:seed=1 p0:photo_rows=0,seed=0 p1:photo_rows=0,seed=1}"'; do
+      name=${v%%:*}; ov=${v#*:}
+      ( '"$PY"' benchmarks/variant_pipeline.py '"$T"'/vsamples '"$T"'/v-$name --device '"$DEV"' \
+          --threads '"${VARIANT_THREADS:-3}"' ${ov//,/ } > '"$LOGS"'/variant_$name.log 2>&1
+        echo "$name rc=$?"; mkdir -p '"$OUT"'/v-$name; cp '"$T"'/v-$name/summary.json '"$OUT"'/v-$name/ ) &
+    done
+    wait'
 fi
 want bench_late && stage bench_gpu 150 $PY benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" --device $DEV
 
