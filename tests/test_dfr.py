@@ -225,10 +225,11 @@ def test_cli_trains(tmp_path: Path, tiny_face, capsys: pytest.CaptureFixture[str
         "--device",
         "cpu",
     ]
-    assert run_cli(*argv, "--face-model", str(face)) == 0
+    assert run_cli(*argv, "--face-model", str(face), "--photo-rows", "0") == 0
     text = capsys.readouterr().out
     assert "PSNR inside the face mask" in text and "landmark RMSE" in text
     assert (out / "dfr.safetensors").is_file()
+    assert json.loads((out / "run.json").read_text())["arguments"]["config"]["photo_rows"] == 0
     assert run_cli(*argv) == 2  # resume with another face model (the built-in one): refused
     assert "other settings" in capsys.readouterr().err
 

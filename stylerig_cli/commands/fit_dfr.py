@@ -73,6 +73,16 @@ def fit_dfr(
     light_dims: Annotated[
         int, typer.Option(min=1, max=27, metavar="K", help="Principal directions of the light prior kept.")
     ] = 4,
+    photo_rows: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="Rows of each batch rendered for the photometric term (0: all). All rows fit better and "
+            "read the light better (built-in world: PSNR 30.6 -> 31.1 dB, vertical light 0.53 -> 0.69) in "
+            "about twice the time (docs/rignet.md, session 13).",
+        ),
+    ] = 8,
     landmark_fit_weight: Annotated[
         float,
         typer.Option(
@@ -123,6 +133,7 @@ def fit_dfr(
         seed=seed,
         light_prior=light_prior,
         light_dims=light_dims,
+        photo_rows=photo_rows,
         landmark_fit_weight=landmark_fit_weight,
         landmark_fit_prior=landmark_fit_prior,
     )
@@ -138,6 +149,7 @@ def fit_dfr(
         "face_model": face_model,
         "light_prior": light_prior,
         "light_dims": light_dims,
+        "photo_rows": photo_rows,
         "landmark_fit_weight": landmark_fit_weight,
         "landmark_fit_prior": landmark_fit_prior,
         "seed": seed,
