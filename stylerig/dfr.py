@@ -56,6 +56,7 @@ __all__ = [
     "FORMAT",
     "OUTPUT_SCALE",
     "light_model",
+    "light_spread",
     "load_dfr",
     "project_light",
     "read_light_statistics",
@@ -135,6 +136,28 @@ def light_model(mean: torch.Tensor, cov: torch.Tensor, k: int) -> tuple[torch.Te
         raise InputError("the light covariance must be symmetric")
     _, vecs = torch.linalg.eigh(c)  # ascending
     return mean.float().clone(), vecs[:, -k:].flip(1).float().contiguous()
+
+
+def light_spread(cov: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """The prior's standard deviation along each direction of a light model.
+
+    Args:
+        cov: float [27, 27] the light prior's covariance (:func:`light_model`'s ``cov``).
+        basis: float [27, k] the light model's directions (orthonormal columns).
+
+    Returns:
+        float32 [k], ``sqrt(diag(basisᵀ cov basis))`` in SH units (for the light prior of
+        :func:`stylerig.losses.light_prior_loss`).
+    """
+    n = params.SIZES["illumination"]
+    check_tensor(cov, "light covariance", [n, n], finite=True)
+    check_tensor(basis, "light basis", [n, None], finite=True)
+    var = ((basis.double().T @ cov.double()) * basis.double().T).sum(1)
+    if bool((var <= 0).any()):
+        raise InputError(
+            "the light prior has no spread along a direction of the light model; keep fewer dims"
+        )
+    return var.sqrt().float()
 
 
 def read_light_statistics(path: str | os.PathLike[str]) -> tuple[torch.Tensor, torch.Tensor]:

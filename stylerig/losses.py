@@ -56,6 +56,7 @@ __all__ = [
     "face_mask",
     "landmark_loss",
     "photometric_loss",
+    "light_prior_loss",
     "prior_loss",
     "psnr_from_mse",
     "render_loss",
@@ -217,3 +218,26 @@ def prior_loss(p: torch.Tensor, weights: Mapping[str, float] | None = None) -> t
         if w:
             total = total + float(w) * params.get(p, group).square().sum(-1)
     return total
+
+
+def light_prior_loss(
+    p: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor, spread: torch.Tensor
+) -> torch.Tensor:
+    """A Gaussian prior on the light inside a light model: ``sum_k (b_kᵀ (L - mean) / s_k)^2`` per sample.
+
+    The light counterpart of :func:`prior_loss` (one coefficient at 1 sd costs 1 before the weight). Not
+    in the paper: DFR's light model (:mod:`stylerig.dfr`) confines the light to a subspace, and this
+    prior says how far along each of its directions plausible lights go. On the built-in world it keeps
+    F from reading a dark skin as light from above (``docs/rignet.md``, session 13).
+
+    Args:
+        p: float [B, 257] face parameters (illumination: 27 SH coefficients).
+        mean: float [27] the prior's mean light. basis: float [27, k] the model's directions.
+        spread: float [k] the prior's standard deviation along each (:func:`stylerig.dfr.light_spread`).
+
+    Returns:
+        float [B], dimensionless.
+    """
+    check_tensor(p, "p", [None, params.NUM_PARAMS])
+    c = (params.get(p, "illumination") - mean.to(p)) @ basis.to(p)
+    return (c / spread.to(p)).square().sum(-1)

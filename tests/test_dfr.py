@@ -413,6 +413,76 @@ def test_fit_dfr_uses_the_light_prior_it_is_given(tmp_path: Path, tiny_set: Path
         )
 
 
+def test_light_prior_loss_and_spread_match_brute_force() -> None:
+    from stylerig.dfr import light_model, light_spread
+    from stylerig.losses import light_prior_loss
+
+    rng = np.random.default_rng(1)
+    a = torch.from_numpy(rng.normal(size=(27, 27)))
+    cov, mean = a @ a.T / 27, torch.from_numpy(rng.normal(size=27) * 0.1)
+    m, basis = light_model(mean, cov, 4)
+    spread = light_spread(cov, basis)
+    # the spread is the sd of lights drawn from the prior, projected on each direction
+    draws = torch.distributions.MultivariateNormal(mean, cov).sample((40000,))
+    empirical = ((draws - mean) @ basis.double()).std(0)
+    assert torch.allclose(spread.double(), empirical, rtol=0.03)
+    p = params.zeros(5)
+    p[:, params.LAYOUT["illumination"]] = draws[:5].float()
+    brute = torch.stack(
+        [
+            sum(((p[i, params.LAYOUT["illumination"]] - m) @ basis[:, k] / spread[k]) ** 2 for k in range(4))
+            for i in range(5)
+        ]
+    )
+    assert torch.allclose(light_prior_loss(p, m, basis, spread), brute, rtol=1e-5)
+    at_mean = params.zeros(1)
+    at_mean[:, params.LAYOUT["illumination"]] = m
+    assert float(light_prior_loss(at_mean, m, basis, spread)) < 1e-10
+    with pytest.raises(InputError, match="no spread"):
+        light_spread(torch.zeros(27, 27, dtype=torch.float64), basis)
+
+
+def test_fit_dfr_light_prior_weight(tmp_path: Path, tiny_set: Path, tiny_face, capsys) -> None:
+    """The weight reaches the loss (it changes the trained network), is part of a resume's settings, and
+    is refused without a light model."""
+    base = dict(steps=3, light_prior="world", landmark_steps=1)
+    fit_dfr(tiny_set, tmp_path / "off", config=tiny_config(**base), device="cpu", face_model=tiny_face)
+    res = fit_dfr(
+        tiny_set,
+        tmp_path / "on",
+        config=tiny_config(**base, light_prior_weight=10.0),
+        device="cpu",
+        face_model=tiny_face,
+    )
+    assert any("Gaussian prior of weight 10" in n for n in res.notes)
+    off, on = load_dfr(tmp_path / "off"), load_dfr(tmp_path / "on")
+    assert not torch.equal(off.fc2.weight, on.fc2.weight)  # the prior's gradient reached the network
+    run = json.loads((tmp_path / "on" / "run.json").read_text())
+    assert run["arguments"]["config"]["light_prior_weight"] == 10.0
+    with pytest.raises(InputError, match="other settings"):
+        fit_dfr(
+            tiny_set,
+            tmp_path / "on",
+            config=tiny_config(**base | {"steps": 5}),
+            device="cpu",
+            face_model=tiny_face,
+        )
+    with pytest.raises(InputError, match="needs a light model"):
+        fit_dfr(
+            tiny_set,
+            tmp_path / "bad",
+            config=tiny_config(steps=2, light_prior="none", light_prior_weight=1.0),
+            device="cpu",
+            face_model=tiny_face,
+        )
+    assert not (tmp_path / "bad").exists()
+    face = tmp_path / "face.safetensors"
+    tiny_face.save(face)
+    argv = ["fit-dfr", "--data", str(tiny_set), "--out", str(tmp_path / "cli"), "--face-model", str(face)]
+    assert run_cli(*argv, "--light-prior", "none", "--light-prior-weight", "1", "--device", "cpu") == 2
+    assert "needs a light model" in capsys.readouterr().err
+
+
 def test_a_checkpoint_from_before_the_light_model_resumes_without_one(
     tmp_path: Path, tiny_set, tiny_face
 ) -> None:

@@ -83,6 +83,7 @@ from stylerig.losses import (
     PRIOR_WEIGHTS,
     face_mask,
     landmark_loss,
+    light_prior_loss,
     photometric_loss,
     prior_loss,
     psnr_from_mse,
@@ -155,6 +156,9 @@ class DFRConfig:
     # coefficients); or the path of an .npz with mean [27] and cov [27, 27] (stylerig.dfr.read_light_statistics).
     light_prior: str = "auto"
     light_dims: int = 4  # principal directions of the light prior the light is confined to
+    # A Gaussian prior on the light inside that model (stylerig.losses.light_prior_loss; not in the paper),
+    # per squared sd of the light prior along each direction, like prior_weights. 0 = off.
+    light_prior_weight: float = 0.0
     # Landmark-fit targets (not in the paper; module docstring, "Landmark fits"): weight of the term that
     # pulls F's shape, expression and pose towards a per-image least-squares fit to the row's landmarks
     # (stylerig.image_fit.fit_landmarks), in F's output units. 0 = off (the paper's DFR).
@@ -207,6 +211,7 @@ class DFRConfig:
                 "photo_rows",
                 "photo_ramp",
                 "photo_geometry",
+                "light_prior_weight",
                 "landmark_fit_weight",
                 "landmark_fit_prior",
                 "val_fraction",
@@ -225,6 +230,8 @@ class DFRConfig:
             raise InputError(f"light_dims must be an integer in 1..{n}, got {self.light_dims!r}")
         if not str(self.light_prior).strip():
             raise InputError("light_prior must be auto, world, none or the path of an .npz")
+        if not math.isfinite(self.light_prior_weight) or self.light_prior_weight < 0:
+            raise InputError(f"light_prior_weight must be >= 0, got {self.light_prior_weight}")
         if not math.isfinite(self.landmark_fit_weight) or self.landmark_fit_weight < 0:
             raise InputError(f"landmark_fit_weight must be >= 0, got {self.landmark_fit_weight}")
         prior = self.landmark_fit_prior
@@ -252,17 +259,22 @@ def landmark_fit_prior(cfg: DFRConfig, data: SampleSet) -> float:
 
 def resolve_light_model(
     cfg: DFRConfig, data: SampleSet
-) -> tuple[str, tuple[torch.Tensor, torch.Tensor] | None]:
+) -> tuple[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
     """The light model a DFR run uses (:attr:`DFRConfig.light_prior`).
 
     Returns:
         (label, model): label recorded with the run (``none``, ``world:v<prior version>:k<dims>`` or
-        ``file:<sha256 prefix>:k<dims>``) and (mean float32 [27], basis float32 [27, k]) or None.
+        ``file:<sha256 prefix>:k<dims>``) and (mean float32 [27], basis float32 [27, k], the prior's sd
+        along each direction float32 [k]) or None.
 
     Raises:
         AssetError: an unreadable light prior file.
     """
-    from stylerig.dfr import light_model, read_light_statistics
+    from stylerig.dfr import light_model, light_spread, read_light_statistics
+
+    def model(mean: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        m, basis = light_model(mean, cov, cfg.light_dims)
+        return m, basis, light_spread(cov, basis)
 
     choice = str(cfg.light_prior).strip()
     gen = data.manifest.get("generator") or {}
@@ -275,12 +287,12 @@ def resolve_light_model(
         from stylerig.worlds.prior import PRIOR_VERSION, light_statistics
 
         mean, cov = light_statistics(PRIOR_VERSION)
-        return f"world:v{PRIOR_VERSION}:k{cfg.light_dims}", light_model(mean, cov, cfg.light_dims)
+        return f"world:v{PRIOR_VERSION}:k{cfg.light_dims}", model(mean, cov)
     from stylerig.data import file_sha256
 
     mean, cov = read_light_statistics(choice)
     label = f"file:{file_sha256(Path(choice))[:16]}:k{cfg.light_dims}"
-    return label, light_model(mean, cov, cfg.light_dims)
+    return label, model(mean, cov)
 
 
 @dataclass(frozen=True)
@@ -411,8 +423,11 @@ class _DFRTask:
         world_size: int,
         fit_labels: torch.Tensor | None = None,
         p_scale: torch.Tensor | None = None,
+        light: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         self.batches, self.renderer, self.cfg = batches, renderer, cfg
+        #: (mean, basis, spread) of the light prior term (DFRConfig.light_prior_weight > 0), or None.
+        self.light = None if light is None else tuple(t.to(batches.device) for t in light)
         #: float [N, 257] per-row landmark fits (NaN rows: none), on the device; or None (term off).
         self.fit_labels = None if fit_labels is None else fit_labels.to(batches.device)
         if fit_labels is not None and p_scale is None:
@@ -435,6 +450,8 @@ class _DFRTask:
         land = render_loss(self.renderer, p, None, target_lm, land_weight=cfg.land_weight).land
         land = torch.where(ok, land, 0.0)  # rows without landmarks: photometric term only
         reg = prior_loss(p, cfg.prior_weights)
+        if self.light is not None and cfg.light_prior_weight > 0:
+            reg = reg + cfg.light_prior_weight * light_prior_loss(p, *self.light)
         loss = cfg.land_weight * land.mean() + reg.mean()
         n_ok = max(int(ok.sum()), 1)
         parts = {
@@ -704,8 +721,13 @@ def fit_dfr(
                 p_init=p_init,
                 light_dims=0 if light is None else cfg.light_dims,
             )
+        if cfg.light_prior_weight > 0 and light is None:
+            raise InputError(
+                "--light-prior-weight needs a light model, and this run has none",
+                hint="use --light-prior world (the built-in world's) or FILE.npz, or --light-prior-weight 0",
+            )
         if light is not None:
-            model.set_light_model(*light)
+            model.set_light_model(light[0], light[1])
             source = (
                 "the built-in world's light statistics"
                 if light_label.startswith("world")
@@ -714,6 +736,11 @@ def fit_dfr(
             notes.append(
                 f"the light is confined to the top {cfg.light_dims} principal directions of {source} "
                 "(--light-prior none: 27 free SH coefficients, as in the paper)"
+                + (
+                    f", with a Gaussian prior of weight {cfg.light_prior_weight:g} along them"
+                    if cfg.light_prior_weight > 0
+                    else ""
+                )
             )
         fit_labels = None
         if cfg.landmark_fit_weight > 0:
@@ -729,7 +756,14 @@ def fit_dfr(
             )
         batches = _Batches(dataset, dist.device)
         task = _DFRTask(
-            batches, renderer, cfg, val_rows, dist.world_size, fit_labels=fit_labels, p_scale=model.p_scale
+            batches,
+            renderer,
+            cfg,
+            val_rows,
+            dist.world_size,
+            fit_labels=fit_labels,
+            p_scale=model.p_scale,
+            light=light if cfg.light_prior_weight > 0 else None,
         )
         run_config = cfg.task_config() | {
             "data": str(dataset.root.resolve()),
@@ -746,7 +780,12 @@ def fit_dfr(
             dist=dist,
             run_config=run_config,
             # checkpoints from before the light model and the landmark fits
-            added_task_keys={"light_model": "none", "landmark_fit_weight": 0.0, "landmark_fit_prior": None},
+            added_task_keys={
+                "light_model": "none",
+                "landmark_fit_weight": 0.0,
+                "landmark_fit_prior": None,
+                "light_prior_weight": 0.0,
+            },
         )
         if dist.is_main:
             out.mkdir(parents=True, exist_ok=True)

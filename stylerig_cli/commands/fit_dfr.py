@@ -73,6 +73,15 @@ def fit_dfr(
     light_dims: Annotated[
         int, typer.Option(min=1, max=27, metavar="K", help="Principal directions of the light prior kept.")
     ] = 4,
+    light_prior_weight: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            metavar="W",
+            help="Weight of a Gaussian prior on the light along the light model's directions, per squared "
+            "sd of the light prior (as the shape and albedo priors; not in the paper). 0: off.",
+        ),
+    ] = 0.0,
     photo_rows: Annotated[
         int,
         typer.Option(
@@ -133,6 +142,7 @@ def fit_dfr(
         seed=seed,
         light_prior=light_prior,
         light_dims=light_dims,
+        light_prior_weight=light_prior_weight,
         photo_rows=photo_rows,
         landmark_fit_weight=landmark_fit_weight,
         landmark_fit_prior=landmark_fit_prior,
@@ -149,6 +159,7 @@ def fit_dfr(
         "face_model": face_model,
         "light_prior": light_prior,
         "light_dims": light_dims,
+        "light_prior_weight": light_prior_weight,
         "photo_rows": photo_rows,
         "landmark_fit_weight": landmark_fit_weight,
         "landmark_fit_prior": landmark_fit_prior,
