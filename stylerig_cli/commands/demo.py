@@ -98,7 +98,7 @@ def demo(
         int | None, typer.Option(min=1, metavar="T", help="CPU threads (default: torch's choice).")
     ] = None,
 ) -> None:
-    """The whole mission on the built-in world, about 12 minutes on 2 CPU cores: sample a set, fit DFR,
+    """The whole mission on the built-in world, about 13 minutes on 2 CPU cores: sample a set, fit DFR,
     train one rig for pose, expression and light, draw the mixing figures and Figures 4 / 6, and measure
     the edits with the world's independent estimator. Run it again to resume: finished stages are skipped."""
     import dataclasses
