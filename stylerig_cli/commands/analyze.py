@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from stylerig_cli.app import app, console
-from stylerig_cli.options import dfr_of_rig, rig_option, run_device
+from stylerig_cli.options import DFR_OF_RIG, RUN_DEVICE, rig_option
 
 
 @app.command()
@@ -27,13 +27,13 @@ def analyze(
         list[Path] | None,
         rig_option("Rig(s) to analyse, one curve each (repeat)."),
     ] = None,
-    dfr: Annotated[Path | None, dfr_of_rig()] = None,
+    dfr: Annotated[Path | None, DFR_OF_RIG] = None,
     pairs: Annotated[int, typer.Option(min=1, metavar="N", help="Mixing results for Figure 4.")] = 2500,
     max_samples: Annotated[
         int, typer.Option(min=2, metavar="N", help="Rows for Figure 6 (a seeded subset of larger sets).")
     ] = 20000,
     seed: Annotated[int, typer.Option(min=0, metavar="S", help="Seeds the pairs and the subset.")] = 0,
-    device: Annotated[str, run_device()] = "cpu",
+    device: Annotated[str, RUN_DEVICE] = "cpu",
 ) -> None:
     """Figure 4: mean and spread of ||ŵ_i - w_i|| per ws slot; Figure 6: mean and variance of F(w) per
     parameter (rotation, expression, illumination). PNG + CSV + JSON."""

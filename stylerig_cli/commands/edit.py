@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from stylerig_cli.app import app, console, err_console
-from stylerig_cli.options import dfr_of_rig, rig_option, run_device
+from stylerig_cli.options import DFR_OF_RIG, RUN_DEVICE, rig_option
 
 
 def _angle(name: str, delta: bool = False) -> object:
@@ -89,7 +89,7 @@ def edit(
             show_default=False,
         ),
     ] = None,
-    dfr: Annotated[Path | None, dfr_of_rig()] = None,
+    dfr: Annotated[Path | None, DFR_OF_RIG] = None,
     generator: Annotated[
         Path | None,
         typer.Option(
@@ -108,7 +108,7 @@ def edit(
             help="Also read the images with the built-in world's independent estimator (~2 s per image).",
         ),
     ] = False,
-    device: Annotated[str, run_device()] = "cpu",
+    device: Annotated[str, RUN_DEVICE] = "cpu",
 ) -> None:
     """Edit a face: ŵ = RigNet(w, target), with the target = the face's own parameters (from the DFR)
     changed as asked. Angles in degrees."""

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from stylerig_cli.app import app, console
-from stylerig_cli.options import dfr_of_rig, rig_option
+from stylerig_cli.options import DFR_OF_RIG, rig_option
 
 
 @app.command()
@@ -28,7 +28,7 @@ def evaluate(
             show_default=False,
         ),
     ],
-    dfr: Annotated[Path | None, dfr_of_rig()] = None,
+    dfr: Annotated[Path | None, DFR_OF_RIG] = None,
     data: Annotated[
         Path | None,
         typer.Option(

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from stylerig_cli.app import app, console
-from stylerig_cli.options import dfr_of_rig, rig_option, run_device
+from stylerig_cli.options import DFR_OF_RIG, RUN_DEVICE, rig_option
 
 
 @app.command()
@@ -45,7 +45,7 @@ def mix(
             help="Add StyleGAN's style mixing of the same pairs (coarse / middle / fine ws copied), side by side.",
         ),
     ] = False,
-    dfr: Annotated[Path | None, dfr_of_rig()] = None,
+    dfr: Annotated[Path | None, DFR_OF_RIG] = None,
     generator: Annotated[
         Path | None,
         typer.Option(
@@ -53,7 +53,7 @@ def mix(
         ),
     ] = None,
     truncation: Annotated[float, typer.Option(metavar="PSI", help="Truncation psi of the seeds.")] = 1.0,
-    device: Annotated[str, run_device()] = "cpu",
+    device: Annotated[str, RUN_DEVICE] = "cpu",
 ) -> None:
     """Each target face given each source face's parameters: sources down the left, targets across the top."""
     from stylerig.devices import resolve_device
