@@ -24,7 +24,10 @@ Basel Illumination Prior. Without it the frontal SH term and the constant band s
 alike (cosine 0.90) and trade off against the albedo, so a photometric fit cannot tell them apart; the
 prior ties them to each other as plausible lights do. On the built-in world the light's statistics
 come from the world's prior (:func:`stylerig.worlds.prior.light_statistics`), and with k = 4 the DFR reads
-the light at a correlation of 0.65 instead of 0.48 (``docs/rignet.md``).
+the light at a correlation of 0.65 instead of 0.48 (``docs/rignet.md``). The model says which lights are plausible, not how
+far along each direction: ``fit-dfr --light-prior-weight`` adds the prior's Gaussian along its
+directions (:func:`light_spread`, :func:`stylerig.losses.light_prior_loss`), which on the world keeps F
+from reading a dark skin as light from above (``docs/rignet.md``, session 13).
 
 Example:
     >>> import torch
