@@ -213,6 +213,7 @@ def edit_pairs(
     chunk: int = 25,
     method: str = "auto",
     outside_change: bool = False,
+    reader: Any = None,
 ) -> dict[str, EditPairs]:
     """The single-group edits of :func:`~stylerig.training.rignet.evaluate_on_world`, pair by pair.
 
@@ -229,11 +230,14 @@ def edit_pairs(
         method: the world estimator (``auto`` | ``fast`` | ``fit``).
         outside_change: also measure the image change outside the face (for the rig's edits and the
             world's perfect edits, :attr:`EditPairs.outside_change`).
+        reader: a :class:`~stylerig.training.rignet.WorldReader` to share with
+            :func:`~stylerig.training.rignet.evaluate_on_world` (which then generates none of these
+            images again); default, a fresh one (``chunk`` and ``method`` are then this call's).
 
     Returns:
         group -> :class:`EditPairs` (float [n_pairs, 257] each).
     """
-    from stylerig.training.rignet import heldout_pairs
+    from stylerig.training.rignet import WorldReader, heldout_pairs
     from stylerig.worlds import load_world
 
     for g in groups:
@@ -245,19 +249,15 @@ def edit_pairs(
         raise InputError(
             "measuring on the world needs the set's true params.npy", hint="sample the built-in world"
         )
-    method = _estimator_method(method)
     world = load_world()
+    if reader is None:
+        reader = WorldReader(world, _estimator_method(method), chunk=chunk)
     _, val_rows = data.split(val_fraction, seed=seed)
     w_rows, v_rows = heldout_pairs(val_rows, n_pairs, seed)
     rig, dfr = rig.cpu().eval(), dfr.cpu().eval()
 
-    def measure(ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # [N, S, D] -> [N, 257], images
-        outs, imgs = [], []
-        for i in range(0, ws.shape[0], chunk):
-            img = world.generator.synthesis(ws[i : i + chunk], noise_mode="const").clamp(-1, 1)
-            outs.append(world.estimate(img, method=method))
-            imgs.append(img)
-        return torch.cat(outs), torch.cat(imgs)
+    def measure(ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:  # -> [N, 257], images
+        return reader.read(ws, images=outside_change)
 
     def outside(
         img_a: torch.Tensor, img_b: torch.Tensor, p_a: torch.Tensor, p_b: torch.Tensor
@@ -277,7 +277,8 @@ def edit_pairs(
     sources, inverse = np.unique(w_rows, return_inverse=True)
     src_p, src_img = measure(torch.from_numpy(np.array(data.ws[sources], dtype=np.float32)))
     idx = torch.as_tensor(inverse)
-    before, img_before = src_p[idx], src_img[idx]
+    before = src_p[idx]
+    img_before = None if src_img is None else src_img[idx]
     ws = torch.from_numpy(np.array(data.ws[w_rows], dtype=np.float32))
     p_cur = dfr(ws)
     truth_v = torch.from_numpy(np.array(data.params[v_rows], dtype=np.float32))
@@ -704,7 +705,8 @@ def _world_metrics(
     say: Callable[[str], None],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The built-in world's metrics.json (before ``targets`` and ``seconds``) and run.json arguments."""
-    from stylerig.training.rignet import evaluate_on_world
+    from stylerig.training.rignet import WorldReader, evaluate_on_world
+    from stylerig.worlds import load_world
     from stylerig.worlds.estimator import describe_estimators
 
     method = _estimator_method(method)
@@ -725,17 +727,36 @@ def _world_metrics(
         "anchor": {},
     }
     _, val_rows = dataset.split(val_fraction, seed=seed)
+    world = load_world()
     for label, rig in loaded:
+        # The per-pair measurements of the groups this rig is the first to control run first; their
+        # reader remembers what it read, so evaluate_on_world generates only the images they did not
+        # need (the joint edits) instead of every image twice.
+        per_pair = [
+            g
+            for g in ("rotation", "expression", "illumination")
+            if g in rig.groups and MODE_OF_GROUP[g] not in metrics
+        ]
+        reader = WorldReader(
+            world, method, log=lambda m, label=label, rig=rig: say(f"{label} ({rig.mode}): {m}")
+        )  # the log keeps long runs visibly alive
+        pairs = {}
+        if per_pair:
+            say(f"{label}: per-pair pose bins, expression landmarks, image change outside the face")
+            pairs = edit_pairs(
+                rig,
+                F,
+                dataset,
+                per_pair,
+                n_pairs=n_pairs,
+                val_fraction=val_fraction,
+                seed=seed,
+                outside_change=True,
+                reader=reader,
+            )
         say(f"{label} ({rig.mode}): measuring {n_pairs} pairs per edit")
         flat = evaluate_on_world(
-            rig,
-            F,
-            dataset,
-            n_pairs=n_pairs,
-            val_fraction=val_fraction,
-            seed=seed,
-            method=method,
-            log=lambda m, label=label, rig=rig: say(f"{label} ({rig.mode}): {m}"),  # liveness on long runs
+            rig, F, dataset, n_pairs=n_pairs, val_fraction=val_fraction, seed=seed, reader=reader
         )
         metrics["rigs"][label] = {"mode": rig.mode, "arch": rig.arch, "metrics": flat}
         for g in rig.groups:
@@ -748,33 +769,14 @@ def _world_metrics(
             }
         if "floor" not in metrics:
             metrics["floor"] = {k[len("floor_") :]: v for k, v in flat.items() if k.startswith("floor_")}
-        per_pair = [
-            g
-            for g in ("rotation", "expression", "illumination")
-            if metrics.get(MODE_OF_GROUP[g], {}).get("rig") == label
-        ]
-        if per_pair:
-            say(f"{label}: per-pair pose bins, expression landmarks, image change outside the face")
-            pairs = edit_pairs(
-                rig,
-                F,
-                dataset,
-                per_pair,
-                n_pairs=n_pairs,
-                val_fraction=val_fraction,
-                seed=seed,
-                method=method,
-                outside_change=True,
-            )
+        if pairs:
             for g, pr in pairs.items():
                 metrics[MODE_OF_GROUP[g]]["image_change_outside_face"] = _outside_summary(pr)
             if "rotation" in pairs:
                 metrics["pose"]["by_requested_change"] = bin_pose_errors(pairs["rotation"].pose())
             if "expression" in pairs:
-                from stylerig.worlds import load_world
-
                 metrics["expression"]["landmark_rmse_px"] = landmark_rmse_px(
-                    pairs["expression"], load_world().renderer
+                    pairs["expression"], world.renderer
                 )
         ws = torch.from_numpy(
             np.array(dataset.ws[np.sort(val_rows[: max(2, min(len(val_rows), 256))])], dtype=np.float32)

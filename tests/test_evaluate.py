@@ -309,3 +309,36 @@ def test_outside_change_is_zero_for_a_no_op_edit(demo_dir):
     # (up to float noise: the generator runs the codes in different batches)
     assert pairs.outside_change.shape == (4,) and float(pairs.outside_change.abs().max()) < 1e-5
     assert float(pairs.oracle_outside_change.max()) > 1e-2  # the perfect light edit changes the hair/shirt
+
+
+def test_a_shared_reader_generates_each_image_once_and_reads_the_same(demo_dir):
+    """evaluate's per-pair pass and evaluate_on_world measure the same edits; one WorldReader makes the
+    second generate only the joint edits (rig and perfect), and changes no number."""
+    from stylerig.data import SampleSet
+    from stylerig.dfr import load_dfr
+    from stylerig.evaluate import edit_pairs
+    from stylerig.rignet import load_rignet
+    from stylerig.training.rignet import WorldReader, evaluate_on_world
+    from stylerig.worlds import load_world
+
+    out, _ = demo_dir
+    rig, F, data = (
+        load_rignet(out / "rig"),
+        load_dfr(out / "dfr" / "dfr.safetensors"),
+        SampleSet(out / "samples"),
+    )
+    assert rig.groups == ("rotation", "expression", "illumination")
+    n = 6
+    fresh = evaluate_on_world(rig, F, data, n_pairs=n, method="fast")
+    reader = WorldReader(load_world(), "fast")
+    pairs = edit_pairs(rig, F, data, list(rig.groups), n_pairs=n, outside_change=True, reader=reader)
+    assert set(pairs) == set(rig.groups)
+    first = reader.n_generated
+    shared = evaluate_on_world(rig, F, data, n_pairs=n, reader=reader)
+    assert reader.n_generated - first == 2 * n  # the joint edit and its perfect edit, nothing else
+    assert shared == fresh
+    ws = torch.from_numpy(data.ws[:3].astype("float32"))
+    a = reader(ws)
+    a += 1.0  # a caller's change to what it got back does not reach what the reader remembers
+    torch.testing.assert_close(reader(ws), a - 1.0, rtol=0, atol=1e-6)
+    assert reader.n_generated - first == 2 * n + 3

@@ -33,6 +33,7 @@ as inactive.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -57,6 +58,7 @@ from stylerig.training.trainer import ProgressFn, Trainer, TrainerConfig, TrainR
 __all__ = [
     "RigConfig",
     "TrainRigResult",
+    "WorldReader",
     "edit_metrics",
     "evaluate_on_world",
     "heldout_pairs",
@@ -651,6 +653,76 @@ def train_rignet(
 # Measuring a rig on the built-in world with its independent estimator.
 
 
+class WorldReader:
+    """Reads W+ codes as the world's judge does: the generator's image (``noise_mode="const"``, clamped to
+    [−1, 1]), then the world's independent estimator; in chunks, remembering every estimate by the codes'
+    bytes.
+
+    :func:`evaluate_on_world` and :func:`stylerig.evaluate.edit_pairs` measure the same edits (the same
+    pairs, requests and perfect edits); given one reader they generate each image once. A repeated call
+    with codes equal bit for bit returns the remembered estimates; any other call generates, so sharing
+    a reader can change how long a measurement takes, never what it reads.
+
+    Args:
+        world: the :class:`~stylerig.worlds.world.World` (its ``generator`` and ``estimate``).
+        method: the estimator of :meth:`~stylerig.worlds.world.World.estimate` (``fast`` | ``fit``).
+        chunk: images per generator call. estimate_kw: keywords for ``world.estimate``.
+        log: progress messages (``"estimated N images"`` after each chunk).
+    """
+
+    def __init__(
+        self,
+        world: Any,
+        method: str,
+        *,
+        chunk: int = 25,
+        estimate_kw: Mapping[str, Any] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.world, self.method, self.chunk = world, method, int(chunk)
+        self.estimate_kw = dict(estimate_kw or {})
+        self.log = log
+        #: images generated and estimated so far (remembered reads do not count).
+        self.n_generated = 0
+        self._memo: dict[bytes, torch.Tensor] = {}
+
+    @staticmethod
+    def _key(ws: torch.Tensor) -> bytes:
+        a = ws.detach().to("cpu", torch.float32).contiguous().numpy()
+        return hashlib.sha256(a.tobytes()).digest() + repr(a.shape).encode()
+
+    @torch.no_grad()
+    def read(self, ws: torch.Tensor, *, images: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Estimate the generator's images of ``ws``.
+
+        Args:
+            ws: float [N, num_ws, w_dim] W+ codes (CPU).
+            images: also return the images (they are not remembered, so this always generates).
+
+        Returns:
+            (float [N, 257] estimates, float [N, 3, H, W] images in [−1, 1] or None).
+        """
+        key = self._key(ws)
+        if not images and key in self._memo:
+            return self._memo[key].clone(), None
+        outs, imgs = [], []
+        for i in range(0, ws.shape[0], self.chunk):
+            img = self.world.generator.synthesis(ws[i : i + self.chunk], noise_mode="const").clamp(-1, 1)
+            outs.append(self.world.estimate(img, method=self.method, **self.estimate_kw))
+            if images:
+                imgs.append(img)
+            self.n_generated += len(img)
+            if self.log is not None:
+                self.log(f"estimated {self.n_generated} images")
+        est = torch.cat(outs)
+        self._memo[key] = est.clone()
+        return est, (torch.cat(imgs) if images else None)
+
+    def __call__(self, ws: torch.Tensor) -> torch.Tensor:
+        """float [N, 257]: the estimates of :meth:`read`."""
+        return self.read(ws)[0]
+
+
 def evaluate_on_world(
     rig: RigNet,
     dfr: DFR,
@@ -664,6 +736,7 @@ def evaluate_on_world(
     estimate_kw: Mapping[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
     oracle: bool = True,
+    reader: WorldReader | None = None,
 ) -> dict[str, float]:
     """The issue's edit accuracy on the built-in world, measured with its independent estimator.
 
@@ -690,9 +763,13 @@ def evaluate_on_world(
     and the estimator let any rig reach (an err ratio the oracle cannot reach, no rig can); it is skipped
     (``oracle_available`` = 0) when the set's codes are not the world's untruncated codes of its seeds.
 
+    ``reader``: a :class:`WorldReader` to share with other measurements of the same edits (then
+    ``chunk``, ``method``, ``estimate_kw`` and ``log`` are the reader's); default, a fresh one.
+
     Returns:
         :func:`edit_metrics` per edited group (and ``joint_`` for all three at once in mode ``all``),
-        plus the floors, the ``oracle_`` keys, ``n_sources`` and ``n_images`` estimated.
+        plus the floors, the ``oracle_`` keys, ``n_sources`` and ``n_images`` measured (remembered reads
+        of a shared reader included).
     """
     from stylerig.worlds import load_world
 
@@ -711,27 +788,23 @@ def evaluate_on_world(
     with torch.no_grad():
         p_cur = dfr(ws)
     n_images = 0
-    if method == "auto":
-        method = "fit"
-        try:
-            from stylerig.worlds.estimator import load_estimator
+    if reader is None:
+        if method == "auto":
+            method = "fit"
+            try:
+                from stylerig.worlds.estimator import load_estimator
 
-            load_estimator()
-            method = "fast"
-        except (ImportError, AssetError, TypeError):
-            pass
+                load_estimator()
+                method = "fast"
+            except (ImportError, AssetError, TypeError):
+                pass
+        reader = WorldReader(world, method, chunk=chunk, estimate_kw=estimate_kw, log=log)
+    method = reader.method
 
     def measure(w_hat: torch.Tensor) -> torch.Tensor:
         nonlocal n_images
-        outs = []
-        for i in range(0, w_hat.shape[0], chunk):
-            with torch.no_grad():
-                img = world.generator.synthesis(w_hat[i : i + chunk], noise_mode="const")
-            outs.append(world.estimate(img.clamp(-1, 1), method=method, **dict(estimate_kw or {})))
-            n_images += len(img)
-            if log is not None:
-                log(f"estimated {n_images} images")
-        return torch.cat(outs)
+        n_images += w_hat.shape[0]
+        return reader(w_hat)
 
     sources, inverse = np.unique(w_rows, return_inverse=True)
     est_src = measure(torch.from_numpy(np.array(data.ws[sources], dtype=np.float32)))
