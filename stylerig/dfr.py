@@ -29,6 +29,16 @@ far along each direction: ``fit-dfr --light-prior-weight`` adds the prior's Gaus
 directions (:func:`light_spread`, :func:`stylerig.losses.light_prior_loss`), which on the world keeps F
 from reading a dark skin as light from above (``docs/rignet.md``, session 13).
 
+**Coefficient model** (optional, ``confined=True``; not in the paper). Some outputs are held at
+``p_init``: ``p = p_init + p_keep * p_scale * fc2(...)`` with ``p_keep`` [257] 1 for a free output and 0
+for a held one (:meth:`DFR.set_confinement`). On the built-in world ``fit-dfr --confine`` holds the
+identity, expression and reflectance components the world's faces never use
+(:func:`stylerig.worlds.prior.used_coefficients`: 7 of 80, 6 of 64 and 6 of 80 are used), as a
+statistical face model keeps only the components its data span. Unconfined, F puts part of what it sees
+into unused components (most of all a frown for the smile), and a rig asked for the world's expression
+is then also asked to take F's unused components to 0, which it cannot draw. Confined, the demo's rig
+edits the expression at an error ratio of 0.34 instead of 0.44 (``docs/rignet.md``, session 14).
+
 Example:
     >>> import torch
     >>> F = DFR(num_ws=2, w_dim=8, hidden=(16, 16))
@@ -208,6 +218,9 @@ class DFR(nn.Module):
         light_dims: k > 0 confines the light to a k-dimensional affine subspace (the module docstring's
             light model; buffers ``light_mean`` [27] and ``light_basis`` [27, k], set with
             :meth:`set_light_model`); 0 = 27 free SH coefficients, as in the paper.
+        confined: hold some outputs at ``p_init`` (the module docstring's coefficient model; buffer
+            ``p_keep`` float [257] of 1 = free, 0 = held, set with :meth:`set_confinement`); False = every
+            output free, as in the paper.
 
     Parameter names: ``fc0``, ``fc1``, ..., ``fc{len(hidden)}`` (``nn.Linear``); buffers ``w_mean``,
     ``w_std``, ``p_init``, ``p_scale``.
@@ -224,8 +237,10 @@ class DFR(nn.Module):
         p_init: torch.Tensor | None = None,
         output_scale: Mapping[str, float] | None = None,
         light_dims: int = 0,
+        confined: bool = False,
     ) -> None:
         super().__init__()
+        self.confined = bool(confined)
         n_light = params.SIZES["illumination"]
         if not isinstance(light_dims, int) or isinstance(light_dims, bool) or not 0 <= light_dims <= n_light:
             raise InputError(f"DFR light_dims must be an integer in 0..{n_light}, got {light_dims!r}")
@@ -258,6 +273,16 @@ class DFR(nn.Module):
         if light_dims:  # placeholders until set_light_model (or load_dfr) fills them
             self.register_buffer("light_mean", torch.zeros(n_light))
             self.register_buffer("light_basis", torch.eye(n_light, light_dims))
+        if self.confined:  # every output free until set_confinement (or load_dfr) says otherwise
+            self.register_buffer("p_keep", torch.ones(params.NUM_PARAMS))
+
+    def set_confinement(self, keep: torch.Tensor) -> None:
+        """Which outputs F may move (``confined=True``): keep bool [257], True = free, False = held at
+        ``p_init`` (e.g. :func:`stylerig.worlds.prior.used_coefficients`)."""
+        if not self.confined:
+            raise InputError("this DFR is not confined (confined=False)")
+        check_tensor(keep, "keep", [params.NUM_PARAMS], dtypes=(torch.bool,))
+        self.p_keep.copy_(keep.to(self.p_keep))
 
     def set_light_model(self, mean: torch.Tensor, basis: torch.Tensor) -> None:
         """Set the light model (``light_dims > 0``): mean float [27] and basis float [27, light_dims] with
@@ -276,15 +301,21 @@ class DFR(nn.Module):
     @property
     def config(self) -> dict[str, Any]:
         """Constructor settings (JSON-able) that rebuild this network's shape."""
-        return {
-            "num_ws": self.num_ws,
-            "w_dim": self.w_dim,
-            "hidden": list(self.hidden),
-            "output_scale": self.output_scale,
-        } | ({"light_dims": self.light_dims} if self.light_dims else {})
+        return (
+            {
+                "num_ws": self.num_ws,
+                "w_dim": self.w_dim,
+                "hidden": list(self.hidden),
+                "output_scale": self.output_scale,
+            }
+            | ({"light_dims": self.light_dims} if self.light_dims else {})
+            | ({"confined": True} if self.confined else {})
+        )
 
     def extra_repr(self) -> str:
         light = f", light_dims={self.light_dims}" if self.light_dims else ""
+        if self.confined:
+            light += f", free outputs={int(self.p_keep.sum())}"
         return f"num_ws={self.num_ws}, w_dim={self.w_dim}, hidden={list(self.hidden)}{light}"
 
     def forward(self, ws: torch.Tensor) -> torch.Tensor:
@@ -302,7 +333,8 @@ class DFR(nn.Module):
         n = len(self.hidden)
         for i in range(n):
             x = nnf.elu(getattr(self, f"fc{i}")(x))
-        p = self.p_init + self.p_scale * getattr(self, f"fc{n}")(x)
+        d = self.p_scale * getattr(self, f"fc{n}")(x)
+        p = self.p_init + (d * self.p_keep if self.confined else d)
         if not self.light_dims:
             return p
         return project_light(p, self.light_mean, self.light_basis)
@@ -358,6 +390,7 @@ def load_dfr(path: str | os.PathLike[str], device: str | torch.device = "cpu") -
             cfg["hidden"],
             output_scale=cfg.get("output_scale"),
             light_dims=cfg.get("light_dims", 0),
+            confined=bool(cfg.get("confined", False)),
         )
         F.load_state_dict(tensors, strict=True)
         info = json.loads(meta.get("info") or "{}")

@@ -619,3 +619,62 @@ def test_landmark_fit_prior_auto_and_checks() -> None:
     ):
         with pytest.raises(InputError):
             DFRConfig(**bad).check()  # type: ignore[arg-type]
+
+
+def test_a_confined_dfr_holds_its_unused_outputs_and_round_trips(tmp_path: Path) -> None:
+    """Held outputs stay at p_init whatever the weights; the mask survives save/load; the world's
+    coefficient model keeps exactly the components its faces use."""
+    from stylerig import params
+    from stylerig.worlds.prior import used_coefficients
+
+    keep = used_coefficients(("expression",))
+    assert int(keep[params.LAYOUT["expression"]].sum()) == 6
+    assert bool(keep[params.LAYOUT["identity"]].all()) and bool(keep[params.LAYOUT["rotation"]].all())
+    every = used_coefficients()
+    assert [int(every[params.LAYOUT[g]].sum()) for g in ("identity", "expression", "reflectance")] == [
+        7,
+        6,
+        6,
+    ]
+    with pytest.raises(InputError, match="cannot confine"):
+        used_coefficients(("rotation",))
+
+    torch.manual_seed(0)
+    F = DFR(2, 8, (16,), p_init=torch.randn(257), confined=True)
+    torch.nn.init.normal_(F.fc1.weight)
+    F.set_confinement(keep)
+    p = F(torch.randn(5, 2, 8))
+    torch.testing.assert_close(p[:, ~keep], F.p_init[~keep].expand(5, -1))
+    assert bool((p[:, keep] != F.p_init[keep]).all())
+    save_dfr(F, tmp_path / "c.safetensors")
+    G = load_dfr(tmp_path / "c.safetensors")
+    assert G.confined and torch.equal(G.p_keep, keep.float())
+    x = torch.randn(3, 2, 8)
+    torch.testing.assert_close(G(x), F(x))
+    with pytest.raises(InputError, match="not confined"):
+        DFR(2, 8, (16,)).set_confinement(keep)
+    with pytest.raises(InputError, match="keep"):
+        F.set_confinement(keep.float())
+
+
+def test_fit_dfr_confine_is_refused_off_the_world_and_for_bad_groups(
+    tmp_path: Path, tiny_set: Path, tiny_face, capsys
+) -> None:
+    with pytest.raises(InputError, match="not sampled from the world"):
+        fit_dfr(
+            tiny_set,
+            tmp_path / "bad",
+            config=tiny_config(steps=2, confine=("expression",)),
+            device="cpu",
+            face_model=tiny_face,
+        )
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(InputError, match="distinct coefficient groups"):
+        tiny_config(confine=("expression", "pose")).check()
+    with pytest.raises(InputError, match="distinct coefficient groups"):
+        tiny_config(confine=("expression", "expression")).check()
+    face = tmp_path / "face.safetensors"
+    tiny_face.save(face)
+    argv = ["fit-dfr", "--data", str(tiny_set), "--out", str(tmp_path / "cli"), "--face-model", str(face)]
+    assert run_cli(*argv, "--confine", "expression,lips", "--device", "cpu") == 2
+    assert "distinct coefficient groups" in capsys.readouterr().err

@@ -121,6 +121,11 @@ def test_demo_quick_writes_everything(demo_dir):
     for name in ("metrics.json", "metrics.md", "run.json"):
         assert (out / "evaluate" / name).exists()
     assert json.loads((out / "demo.json").read_text())["stages"][0]["name"] == "sample"
+    from stylerig.dfr import load_dfr
+    from stylerig.worlds.prior import used_coefficients
+
+    F = load_dfr(out / "dfr" / "dfr.safetensors")  # the demo's DFR holds what the world never draws
+    assert F.confined and torch.equal(F.p_keep.bool(), used_coefficients())
 
 
 def test_metrics_json_has_the_issue_keys(demo_dir):

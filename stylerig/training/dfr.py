@@ -159,6 +159,10 @@ class DFRConfig:
     # A Gaussian prior on the light inside that model (stylerig.losses.light_prior_loss; not in the paper),
     # per squared sd of the light prior along each direction, like prior_weights. 0 = off.
     light_prior_weight: float = 0.0
+    # The coefficient model (stylerig.dfr, "Coefficient model"; not in the paper): these coefficient groups
+    # (some of identity, expression, reflectance) are confined to the components the built-in world's faces
+    # use (stylerig.worlds.prior.used_coefficients); only for a set sampled from the world. () = off.
+    confine: tuple[str, ...] = ()
     # Landmark-fit targets (not in the paper; module docstring, "Landmark fits"): weight of the term that
     # pulls F's shape, expression and pose towards a per-image least-squares fit to the row's landmarks
     # (stylerig.image_fit.fit_landmarks), in F's output units. 0 = off (the paper's DFR).
@@ -212,12 +216,17 @@ class DFRConfig:
                 "photo_ramp",
                 "photo_geometry",
                 "light_prior_weight",
+                "confine",
                 "landmark_fit_weight",
                 "landmark_fit_prior",
                 "val_fraction",
                 "val_rows_quick",
             )
-        } | {"hidden": list(self.hidden), "landmark_steps": self.photo_start}  # resolved: old runs match
+        } | {
+            "hidden": list(self.hidden),
+            "landmark_steps": self.photo_start,  # resolved: old runs match
+            "confine": list(self.confine),
+        }
 
     def check(self) -> None:
         """Refuse settings that cannot work, before anything is written (InputError)."""
@@ -232,6 +241,14 @@ class DFRConfig:
             raise InputError("light_prior must be auto, world, none or the path of an .npz")
         if not math.isfinite(self.light_prior_weight) or self.light_prior_weight < 0:
             raise InputError(f"light_prior_weight must be >= 0, got {self.light_prior_weight}")
+        from stylerig.worlds.prior import COEFFICIENT_GROUPS
+
+        bad = [g for g in self.confine if g not in COEFFICIENT_GROUPS]
+        if bad or len(set(self.confine)) != len(self.confine):
+            raise InputError(
+                f"confine takes distinct coefficient groups, got {', '.join(self.confine)}",
+                hint=f"use some of {', '.join(COEFFICIENT_GROUPS)}",
+            )
         if not math.isfinite(self.landmark_fit_weight) or self.landmark_fit_weight < 0:
             raise InputError(f"landmark_fit_weight must be >= 0, got {self.landmark_fit_weight}")
         prior = self.landmark_fit_prior
@@ -720,6 +737,26 @@ def fit_dfr(
                 w_std=w_std,
                 p_init=p_init,
                 light_dims=0 if light is None else cfg.light_dims,
+                confined=bool(cfg.confine),
+            )
+        if cfg.confine:
+            gen = dataset.manifest.get("generator") or {}
+            if not (isinstance(gen, Mapping) and gen.get("world")):
+                raise InputError(
+                    "--confine holds the components the built-in world's faces never use, and this set was "
+                    "not sampled from the world",
+                    hint="leave out --confine (every coefficient free, as in the paper)",
+                )
+            from stylerig.worlds.prior import used_coefficients
+
+            keep = used_coefficients(cfg.confine)
+            model.set_confinement(keep)
+            notes.append(
+                f"{', '.join(cfg.confine)} confined to the components the world's faces use "
+                + ", ".join(
+                    f"({int(keep[params.LAYOUT[g]].sum())} of {params.SIZES[g]})" for g in cfg.confine
+                )
+                + "; --confine none: every coefficient free, as in the paper"
             )
         if cfg.light_prior_weight > 0 and light is None:
             raise InputError(
@@ -785,6 +822,7 @@ def fit_dfr(
                 "landmark_fit_weight": 0.0,
                 "landmark_fit_prior": None,
                 "light_prior_weight": 0.0,
+                "confine": [],
             },
         )
         if dist.is_main:

@@ -343,6 +343,41 @@ def light_statistics(
     return light.mean(0), torch.cov(light.T)
 
 
+#: The coefficient groups :func:`used_coefficients` answers for.
+COEFFICIENT_GROUPS: tuple[str, ...] = ("identity", "expression", "reflectance")
+
+
+def used_coefficients(
+    groups: Sequence[str] = COEFFICIENT_GROUPS, version: int = PRIOR_VERSION, n: int = 4096, seed: int = 0
+) -> torch.Tensor:
+    """Which face-model coefficients the world's faces use: bool [257] (:mod:`stylerig.params` layout),
+    True outside ``groups`` and, inside them, where the coefficient varies over ``n`` prior draws.
+
+    The world's faces use 7 of the face model's 80 identity components, 6 of its 64 expression components
+    and 6 of its 80 reflectance components (``FACTOR_GROUPS``); the rest are always 0. This is the
+    world's statistical coefficient model, as :func:`light_statistics` is its light model: a DFR
+    confined to it (``fit-dfr --confine``) reads no coefficient the world never draws.
+
+    Args:
+        groups: some of :data:`COEFFICIENT_GROUPS`. version: the prior's version. n, seed: the draws.
+
+    Raises:
+        InputError: a group that is not a coefficient group.
+    """
+    bad = [g for g in groups if g not in COEFFICIENT_GROUPS]
+    if bad:
+        raise InputError(
+            f"cannot confine {', '.join(map(repr, bad))}", hint=f"use some of {', '.join(COEFFICIENT_GROUPS)}"
+        )
+    g = torch.Generator().manual_seed(int(seed))
+    z = torch.randn(int(n), NUM_FACTORS, generator=g, dtype=torch.float64)
+    varies = factors_to_world(z, version)[0].std(0) > 0
+    keep = torch.ones(params.NUM_PARAMS, dtype=torch.bool)
+    for group in groups:
+        keep[params.LAYOUT[group]] = varies[params.LAYOUT[group]]
+    return keep
+
+
 def inert_factors(version: int = PRIOR_VERSION) -> tuple[str, ...]:
     """Names of the factors prior ``version`` ignores (no image shows them): ``light_strength`` from
     version 2 on, ``ambient`` from version 3 on."""
