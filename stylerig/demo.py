@@ -47,9 +47,10 @@ class DemoConfig:
 
     Session 11's defaults took 11.7 minutes end to end on the project's quiet 2-core machine (sample 28 s,
     fit-dfr 1.5 min, train-rignet 8.2 min, mix + analyze 3 s, evaluate 1.5 min). Session 13's DFR
-    settings (below) add about 1.2 min to fit-dfr; that session's run took 16.2 min on a machine that
-    ran the unchanged stages 25-60 % slower (``docs/demo.md``). On cores shared with other work, expect
-    up to twice that.
+    settings (below) add about 1.2 min to fit-dfr, and since session 14 evaluate generates each image
+    once (about 40 % less). Session 14's run took 18.3 min on a day when the machine ran the unchanged
+    sample stage 1.9x and train-rignet 1.5x slower than in session 11 (``docs/demo.md``). On cores
+    shared with other work, expect up to twice that.
     """
 
     n_samples: int = 3000  # sample set size (128x128 world portraits)
@@ -66,7 +67,8 @@ class DemoConfig:
     # F's coefficients confined to the components the world's faces use (``fit-dfr --confine``; not in
     # the paper; docs/rignet.md, session 14): unconfined, F reads part of a smile as a frown, and the rig,
     # asked for the world's expression, is also asked to take that frown to 0. On session 13's demo set,
-    # the demo's settings otherwise: expression 0.443 -> 0.343, light 0.372 -> 0.339.
+    # the demo's settings otherwise, DFR seeds 0 / 1: expression 0.443 -> 0.343 / 0.349, light 0.372 ->
+    # 0.339 / 0.327, pose drift 0.252 -> 0.263 / 0.247.
     dfr_confine: tuple[str, ...] = ("identity", "expression", "reflectance")
     rig_steps: int = 2400  # RigNet steps (mode all renders 3x per pair)
     rig_batch: int = 4  # pairs per RigNet step
