@@ -35,9 +35,9 @@ for a held one (:meth:`DFR.set_confinement`). On the built-in world ``fit-dfr --
 identity, expression and reflectance components the world's faces never use
 (:func:`stylerig.worlds.prior.used_coefficients`: 7 of 80, 6 of 64 and 6 of 80 are used), as a
 statistical face model keeps only the components its data span. Unconfined, F puts part of what it sees
-into unused components (most of all a frown for the smile), and a rig asked for the world's expression
-is then also asked to take F's unused components to 0, which it cannot draw. Confined, the demo's rig
-edits the expression at an error ratio of 0.34 instead of 0.44 (``docs/rignet.md``, session 14).
+into unused components (most of all a frown for the smile) and reads the used ones short; confined, it
+reads them at nearly their full size (smile slope 0.67 -> 0.85), and the demo's rig edits the expression
+at an error ratio of 0.34 instead of 0.44 (``docs/rignet.md``, session 14).
 
 Example:
     >>> import torch
