@@ -422,6 +422,14 @@ def _is_world(generator: str | os.PathLike[str] | None) -> bool:
     return generator is None or str(generator) == "builtin"
 
 
+def training_seed(rig: RigNet) -> int:
+    """The seed a rig was trained with (``train-rignet --seed``, recorded in its file; it also chose the
+    held-out split), or 0 when its file records none."""
+    config = (getattr(rig, "extra_config", None) or {}).get("config") or {}
+    seed = config.get("seed", 0) if isinstance(config, Mapping) else 0
+    return int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else 0
+
+
 def _resolve(
     rigs: Sequence[str | os.PathLike[str] | RigNet],
     dfr: str | os.PathLike[str] | DFR | None,
@@ -950,7 +958,7 @@ def evaluate(
     n_pairs: int = 500,
     out_dir: str | os.PathLike[str] = "runs/evaluate",
     val_fraction: float = 0.1,
-    seed: int = 0,
+    seed: int | None = None,
     method: str = "auto",
     detector: Any = "auto",
     face_model: Any = None,
@@ -994,7 +1002,8 @@ def evaluate(
             built-in world's; on a generator file, a set of that generator's codes.
         generator: None or ``"builtin"`` (the world), or a generator checkpoint file.
         n_pairs: held-out pairs per edit. out_dir: output folder. val_fraction, seed: the held-out split
-            and pairs (as in training). method: the world estimator (``auto`` | ``fast`` | ``fit``;
+            and pairs (as in training); ``seed`` None = the first rig's training seed (recorded in its
+            file; 0 when it records none), so that its pairs are rows it did not train on. method: the world estimator (``auto`` | ``fast`` | ``fit``;
             only ``auto`` with a generator file).
         detector: generator file only: ``"auto"`` | ``"face-alignment"`` | ``"dlib"``
             (:func:`stylerig.landmarks.load_detector`) or a :class:`~stylerig.data.LandmarkDetector`
@@ -1040,6 +1049,8 @@ def evaluate(
     if n_pairs < 1:
         raise InputError(f"n_pairs must be at least 1, got {n_pairs}")
     loaded, F, dfr_label, dataset = _resolve(rigs, dfr, data, generator)
+    if seed is None:
+        seed = training_seed(loaded[0][1])
     _check_set_values(dataset, dataset.split(val_fraction, seed=seed)[1], world=_is_world(generator))
     if _is_world(generator):
         metrics, run_args = _world_metrics(
@@ -1063,6 +1074,7 @@ def evaluate(
             fit=fit,
             say=say,
         )
+    metrics["seed"] = seed  # the held-out split and pairs
     metrics["targets"] = _targets(metrics)
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     names = {"metrics": "metrics.json", "table": "metrics.md", "run": "run.json"}

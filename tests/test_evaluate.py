@@ -347,3 +347,21 @@ def test_a_shared_reader_generates_each_image_once_and_reads_the_same(demo_dir):
     a += 1.0  # a caller's change to what it got back does not reach what the reader remembers
     torch.testing.assert_close(reader(ws), a - 1.0, rtol=0, atol=1e-6)
     assert reader.n_generated - first == 2 * n + 3
+
+
+def test_evaluate_measures_on_the_rows_the_rig_held_out(demo_dir, tmp_path):
+    """Without --seed, evaluate uses the rig's training seed (which chose its held-out split)."""
+    from stylerig.evaluate import training_seed
+    from stylerig.rignet import load_rignet
+
+    out, _ = demo_dir
+    rig = load_rignet(out / "rig")
+    assert training_seed(rig) == 0
+    rig.extra_config = {**rig.extra_config, "config": {**rig.extra_config["config"], "seed": 3}}
+    assert training_seed(rig) == 3
+    m = evaluate(
+        [rig], out / "dfr" / "dfr.safetensors", out / "samples", n_pairs=3, out_dir=tmp_path / "e"
+    ).metrics
+    assert m["seed"] == 3
+    rig.extra_config = {}
+    assert training_seed(rig) == 0

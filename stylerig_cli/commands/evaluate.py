@@ -73,8 +73,15 @@ def evaluate(
         ),
     ] = None,
     seed: Annotated[
-        int, typer.Option(min=0, metavar="S", help="The held-out split and pairs (as in training).")
-    ] = 0,
+        int | None,
+        typer.Option(
+            min=0,
+            metavar="S",
+            help="The held-out split and pairs (default: the first rig's training seed, so that the pairs "
+            "are rows it did not train on).",
+            show_default=False,
+        ),
+    ] = None,
     threads: Annotated[
         int | None, typer.Option(min=1, metavar="T", help="CPU threads (default: torch's choice).")
     ] = None,
