@@ -48,9 +48,9 @@ class DemoConfig:
     Session 11's defaults took 11.7 minutes end to end on the project's quiet 2-core machine (sample 28 s,
     fit-dfr 1.5 min, train-rignet 8.2 min, mix + analyze 3 s, evaluate 1.5 min). Session 13's DFR
     settings (below) add about 1.2 min to fit-dfr, and since session 14 evaluate generates each image
-    once (about 40 % less). Session 14's run took 18.3 min on a day when the machine ran the unchanged
-    sample stage 1.9x and train-rignet 1.5x slower than in session 11 (``docs/demo.md``). On cores
-    shared with other work, expect up to twice that.
+    once (about 40 % less), and the rig trains 2,000 steps instead of 2,400. Session 14's run took 15.5
+    min on a day when the machine ran the unchanged sample stage 1.7x slower than in session 11
+    (``docs/demo.md``). On cores shared with other work, expect up to twice that.
     """
 
     n_samples: int = 3000  # sample set size (128x128 world portraits)
