@@ -1003,7 +1003,8 @@ def evaluate(
         generator: None or ``"builtin"`` (the world), or a generator checkpoint file.
         n_pairs: held-out pairs per edit. out_dir: output folder. val_fraction, seed: the held-out split
             and pairs (as in training); ``seed`` None = the first rig's training seed (recorded in its
-            file; 0 when it records none), so that its pairs are rows it did not train on. method: the world estimator (``auto`` | ``fast`` | ``fit``;
+            file; 0 when it records none), so that its pairs are rows it did not train on.
+            method: the world estimator (``auto`` | ``fast`` | ``fit``;
             only ``auto`` with a generator file).
         detector: generator file only: ``"auto"`` | ``"face-alignment"`` | ``"dlib"``
             (:func:`stylerig.landmarks.load_detector`) or a :class:`~stylerig.data.LandmarkDetector`

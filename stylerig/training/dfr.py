@@ -274,6 +274,13 @@ def landmark_fit_prior(cfg: DFRConfig, data: SampleSet) -> float:
     return LANDMARK_FIT_PRIOR_EXACT if source.startswith("ground-truth") else LANDMARK_FIT_PRIOR_DETECTED
 
 
+def sampled_from_world(data: SampleSet) -> bool:
+    """Whether the set's manifest says it was sampled from the built-in world (the light model's
+    ``auto`` and ``--confine`` use the world's statistics only then)."""
+    gen = data.manifest.get("generator") or {}
+    return isinstance(gen, Mapping) and bool(gen.get("world"))
+
+
 def resolve_light_model(
     cfg: DFRConfig, data: SampleSet
 ) -> tuple[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
@@ -294,10 +301,8 @@ def resolve_light_model(
         return m, basis, light_spread(cov, basis)
 
     choice = str(cfg.light_prior).strip()
-    gen = data.manifest.get("generator") or {}
-    from_world = isinstance(gen, Mapping) and bool(gen.get("world"))
     if choice == "auto":
-        choice = "world" if from_world else "none"
+        choice = "world" if sampled_from_world(data) else "none"
     if choice == "none":
         return "none", None
     if choice == "world":
@@ -740,8 +745,7 @@ def fit_dfr(
                 confined=bool(cfg.confine),
             )
         if cfg.confine:
-            gen = dataset.manifest.get("generator") or {}
-            if not (isinstance(gen, Mapping) and gen.get("world")):
+            if not sampled_from_world(dataset):
                 raise InputError(
                     "--confine holds the components the built-in world's faces never use, and this set was "
                     "not sampled from the world",
