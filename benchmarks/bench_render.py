@@ -11,9 +11,15 @@ Measures (median over repeats, per image):
   the same mesh, one image, forward only -- the design the fast path replaces (timed on a band of 16
   rows and extrapolated: the full image takes minutes);
 * ``peak_rss_mb``: the process's peak resident memory (includes torch itself), measured before the
-  naive rasterizer runs.
+  naive rasterizer runs;
+* ``world_rig_step``: the workload of one ``train-rignet`` step on the built-in world -- its face mesh
+  (5,742 vertices, 11,472 triangles) at 128x128, batch 48 (4 pairs x 2 directions x 3 groups x edit and
+  consistency renders), parameters of world seeds -- whole images per step, not per image:
+  ``raster_fwd_ms`` (the z-buffer and fragments alone), ``render_fwd_ms`` (``FaceRenderer``) and
+  ``render_fwd_bwd_ms`` (with a masked L2 loss, backward to p). ``--world-batch 0`` skips it.
 
-Usage: ``python benchmarks/bench_render.py [--threads 2] [--batch 8] [--res 224] [--repeats 15]``.
+Usage: ``python benchmarks/bench_render.py [--threads 2] [--batch 8] [--res 224] [--repeats 15]
+[--world-batch 48]``.
 """
 
 from __future__ import annotations
@@ -99,6 +105,44 @@ def naive_dense(
     return ids.view(len(rows), res)
 
 
+def world_rig_step(batch: int, repeats: int) -> dict[str, float | int]:
+    """Time the renders of one rig training step on the built-in world (see the module docstring)."""
+    from stylerig.render import FaceRenderer
+    from stylerig.worlds import load_world
+
+    world = load_world()
+    renderer = FaceRenderer(world.face_model, 128, backend="torch")
+    p = world.params(range(10_000, 10_000 + batch)).requires_grad_(True)
+    with torch.no_grad():
+        target = world.images(range(20_000, 20_000 + batch))
+        clip = renderer.geometry(p)[1]
+
+    def raster():
+        with torch.no_grad():
+            return rasterize_to_fragments(clip, renderer._tri32, (128, 128), backend="torch")
+
+    def fwd():
+        with torch.no_grad():
+            return renderer(p)
+
+    def fwd_bwd():
+        out = renderer(p)
+        ((out.image - target) ** 2 * out.mask).mean().backward()
+
+    return {
+        "mesh": {
+            "vertices": int(world.face_model.mean_shape.shape[0]),
+            "triangles": int(renderer._tri32.shape[0]),
+        },
+        "resolution": 128,
+        "batch": batch,
+        "covered_pixels": int(raster().pixel.numel()),
+        "raster_fwd_ms": round(_time(raster, repeats) * 1e3, 1),
+        "render_fwd_ms": round(_time(fwd, repeats) * 1e3, 1),
+        "render_fwd_bwd_ms": round(_time(fwd_bwd, repeats) * 1e3, 1),
+    }
+
+
 def _time(fn, repeats: int) -> float:
     for _ in range(3):  # warm-up (allocator, thread pool)
         fn()
@@ -117,6 +161,7 @@ def main() -> None:
     ap.add_argument("--res", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--world-batch", type=int, default=48, help="batch of the world workload (0: skip it)")
     ap.add_argument(
         "--default-allocator",
         action="store_true",
@@ -198,6 +243,8 @@ def main() -> None:
         fast = rasterize(p1, tri32, (R, R), backend="torch")[0, band.start : band.stop, :, 3].long() - 1
         result["naive_vs_fast_id_agreement"] = round(float((fast == ids).float().mean()), 5)
         result["speedup_vs_naive"] = round(result["naive_dense_fwd_ms"] / (t_fwd * 1e3), 1)
+    if args.world_batch > 0:
+        result["world_rig_step"] = world_rig_step(args.world_batch, args.repeats)
     result["machine"] = {
         "python": platform.python_version(),
         "torch": torch.__version__,

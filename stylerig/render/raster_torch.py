@@ -67,15 +67,43 @@ def _edge(ax, ay, bx, by, px, py):
     return (bx - ax) * (py - ay) - (by - ay) * (px - ax)
 
 
-def _scatter(keys, inside, depth, tri_index, pix):
+#: Box extents (pixels, per axis) of the dense candidate grids; a box is evaluated on the smallest grid that
+#: holds it (exact up to 4, padded above). Boxes wider or taller than the last take the prefix-sum path.
+_GRID = (1, 2, 3, 4, 6, 8)
+#: Grid index of a box extent 0..9 (clamped): index 0 for extent 1, ..., len(_GRID) past the last grid.
+_GRID_OF_EXTENT = (0, 0, 1, 2, 3, 4, 4, 5, 5, 6)
+#: Triangles whose vertices all have |z/w| below this skip the per-pixel depth-range test: z/w is affine
+#: in screen space, so inside the triangle it stays within its vertices' range (the margin absorbs the
+#: rounding of the plane evaluation). The others take the prefix-sum path, which tests every candidate.
+_SAFE_DEPTH = 0.999
+
+
+def _grid_offsets(gw: int, gh: int, W: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Offsets of a ``gw`` x ``gh`` grid, row-major, as [gh*gw, 1] columns: float x, float y, int64 y*W+x."""
+    oy, ox = torch.meshgrid(torch.arange(gh, device=device), torch.arange(gw, device=device), indexing="ij")
+    ox, oy = ox.reshape(-1, 1), oy.reshape(-1, 1)
+    return ox.float(), oy.float(), oy * W + ox
+
+
+def _plane(v, dx, dy, ox, oy):
+    """``v + dx * ox + dy * oy`` over a [G, T] grid of offsets (``None`` = all zero), as [G, T]."""
+    if ox is not None:
+        v = torch.addcmul(v, dx, ox)
+    if oy is not None:
+        v = torch.addcmul(v, dy, oy)
+    return v if v.dim() == 2 else v[None]
+
+
+def _scatter(keys, inside, d01, tri_index, pix):
     """Fold candidates into the packed z-buffer ``keys`` (int64 [B*H*W + 1]).
 
-    Misses are sent to the trash slot at the end with the largest key, so no compaction is needed.
+    ``d01`` is the depth mapped to [0, 1] (only read where ``inside``). Misses are sent to the trash slot
+    at the end, whose value is never read, so neither compaction nor a masked key is needed.
     """
-    d01 = (depth + 1.0) * 0.5
-    key = (d01.view(torch.int32).to(torch.int64) << 32) | tri_index
+    key = d01.view(torch.int32).to(torch.int64)
+    key <<= 32
+    key |= tri_index
     trash = keys.shape[0] - 1
-    key = torch.where(inside, key, _INT64_MAX)
     keys.scatter_reduce_(0, torch.where(inside, pix, trash).reshape(-1), key.reshape(-1), reduce="amin")
 
 
@@ -117,82 +145,93 @@ def _zbuffer(pos: torch.Tensor, tri64: torch.Tensor, H: int, W: int) -> torch.Te
     ok = (Wc[0] > 0) & (Wc[1] > 0) & (Wc[2] > 0) & (area != 0) & (bw > 0) & (bh > 0) & torch.isfinite(area)
 
     # Affine planes over the box, relative to its first pixel centre (x0 + 0.5, y0 + 0.5): value, d/dx, d/dy
-    # of b0, b1 and z/w.
+    # of b0, b1 and of the depth mapped to [0, 1], (z/w + 1) / 2 (the z-buffer's key).
     inv = 1.0 / area
     cx, cy = x0 + 0.5, y0 + 0.5
     e0 = _edge(X1, Y1, X2, Y2, cx, cy) * inv
     e1 = _edge(X2, Y2, X0, Y0, cx, cy) * inv
     e0x, e0y = (Y1 - Y2) * inv, (X2 - X1) * inv
     e1x, e1y = (Y2 - Y0) * inv, (X0 - X2) * inv
-    dz0, dz1 = Z0 - Z2, Z1 - Z2
-    # Nine [F * B] planes, kept apart (stacking them would copy 9 x F x B floats for nothing).
-    planes = [
-        t.reshape(-1)
-        for t in (
-            e0,
-            e0x,
-            e0y,
-            e1,
-            e1x,
-            e1y,
-            Z2 + e0 * dz0 + e1 * dz1,
-            e0x * dz0 + e1x * dz1,
-            e0y * dz0 + e1y * dz1,
+    dz0, dz1 = (Z0 - Z2) * 0.5, (Z1 - Z2) * 0.5
+    depth = (e0, e0x, e0y, e1, e1x, e1y, (Z2 + 1.0) * 0.5 + e0 * dz0 + e1 * dz1, e0x * dz0 + e1x * dz1)
+    depth += (e0y * dz0 + e1y * dz1,)
+
+    # Sort the kept triangles by grid class (box height class, then width class), so that each class is a
+    # contiguous slice of the sorted planes: one gather per plane instead of one per plane and class.
+    # Class codes are uint8 (its stable sort is several times faster than int64's).
+    n = len(_GRID)
+    lut = torch.tensor(_GRID_OF_EXTENT, dtype=torch.uint8, device=device)
+    ext = len(_GRID_OF_EXTENT) - 1
+
+    def grid_index(extent):
+        return lut.index_select(0, torch.where(ok, extent, 1.0).clamp_(max=ext).long().view(-1))
+
+    near = (Z.abs() < _SAFE_DEPTH).all(0).view(-1)
+    large = n * (n + 1) + n  # any class with a grid index of n goes here
+    culled = large + 1
+    cls = grid_index(bh) * (n + 1) + grid_index(bw)
+    cls = torch.where(near, cls, large)
+    cls = torch.where(ok.view(-1), cls, culled)
+    order = torch.argsort(cls, stable=True)
+    counts = torch.bincount(cls, minlength=culled + 1).tolist()
+    order = order[: len(order) - counts[culled]]
+    pl = [q.reshape(-1).index_select(0, order) for q in depth]  # 9 x [K], sorted
+    tri_index = order // B
+    base = (order % B) * hw + y0.view(-1).index_select(0, order).long() * W
+    base += x0.view(-1).index_select(0, order).long()
+
+    def covered(b0, b1, d01=None):
+        inside = b0 >= 0
+        inside &= b1 >= 0
+        inside &= b0 + b1 <= 1
+        if d01 is not None:
+            inside &= d01 >= 0
+            inside &= d01 <= 1
+        return inside
+
+    start, big = 0, []
+    for code, count in enumerate(counts[:culled]):
+        if not count:
+            continue
+        rows = slice(start, start + count)
+        start += count
+        ih, iw = divmod(code, n + 1)
+        if ih == n or iw == n:
+            big.append(rows)
+            continue
+        # Dense [gh*gw, T] candidate grid (no per-candidate gathers); terms with a zero offset are skipped.
+        gw, gh = _GRID[iw], _GRID[ih]
+        fx, fy, off = _grid_offsets(gw, gh, W, device)
+        b0, b1, d01 = (
+            _plane(q[0][rows], q[1][rows], q[2][rows], fx if gw > 1 else None, fy if gh > 1 else None)
+            for q in (pl[0:3], pl[3:6], pl[6:9])
         )
-    ]
-    # Box origin and size stay float [F * B]; integer pixel indices are only formed for the triangles of
-    # each size class (int64 arithmetic over every triangle costs more than it saves).
-    x0, y0, bw, bh, ok = x0.view(-1), y0.view(-1), bw.view(-1), bh.view(-1), ok.view(-1)
-
-    def box(t):
-        """int64 first-pixel index, width and height of the boxes of triangles ``t`` (flat f * B + b)."""
-        base = (t % B) * hw + y0.index_select(0, t).long() * W + x0.index_select(0, t).long()
-        return base, bw.index_select(0, t).long(), bh.index_select(0, t).long()
-
-    def covered(b0, b1, d):
-        return (b0 >= 0) & (b1 >= 0) & (b0 + b1 <= 1) & (d >= -1) & (d <= 1)
-
-    def test(pl, ox, oy):
-        d = pl[6] + pl[7] * ox + pl[8] * oy
-        return covered(pl[0] + pl[1] * ox + pl[2] * oy, pl[3] + pl[4] * ox + pl[5] * oy, d), d
-
-    # Small boxes: dense [g*g, T] candidate grids (no per-candidate gathers).
-    remaining = ok
-    for g in (1, 2, 4):
-        cls = remaining & (bw <= g) & (bh <= g)
-        remaining = remaining & ~cls
-        t = cls.nonzero().squeeze(1)
-        if not t.numel():
-            continue
-        base, tw, th = box(t)
-        if g == 1:  # the only candidate is the box's first pixel: the plane values themselves
-            b0, b1, d = (planes[i].index_select(0, t) for i in (0, 3, 6))
-            _scatter(keys, covered(b0, b1, d), d, t // B, base)
-            continue
-        pl = [q.index_select(0, t) for q in planes]  # 9 x [T], broadcast against [g*g, 1] offsets
-        oy, ox = torch.meshgrid(torch.arange(g, device=device), torch.arange(g, device=device), indexing="ij")
-        ox, oy = ox.reshape(-1, 1), oy.reshape(-1, 1)  # [g*g, 1]
-        inside, d = test(pl, ox.float(), oy.float())
-        inside &= (ox < tw) & (oy < th)
-        _scatter(keys, inside, d, t // B, base + oy * W + ox)
+        inside = covered(b0, b1)
+        if gw > 4 or gh > 4:  # padded grid: drop the offsets past the box
+            box = order[rows]
+            inside &= fx < bw.view(-1).index_select(0, box)
+            inside &= fy < bh.view(-1).index_select(0, box)
+        _scatter(keys, inside, d01, tri_index[rows], base[rows] + off)
 
     # Large boxes: prefix-sum enumeration in bounded chunks.
-    t = remaining.nonzero().squeeze(1)
-    if t.numel():
-        base, tw, th = box(t)
-        n = tw * th
-        end = torch.cumsum(n, 0)
-        start = end - n
+    if big:
+        idx = torch.cat([torch.arange(r.start, r.stop, device=device) for r in big])
+        box = order[idx]
+        tw, th = bw.view(-1)[box].long(), bh.view(-1)[box].long()
+        m = tw * th
+        end = torch.cumsum(m, 0)
+        first = end - m
         total = int(end[-1])
         for k0 in range(0, total, _CHUNK):
             k = torch.arange(k0, min(k0 + _CHUNK, total), device=device)
             seg = torch.searchsorted(end, k, right=True)
-            local = k - start.index_select(0, seg)
-            wid = tw.index_select(0, seg)
+            local = k - first[seg]
+            wid = tw[seg]
             ox, oy = local % wid, local // wid
-            tid = t.index_select(0, seg)
-            inside, d = test([q.index_select(0, tid) for q in planes], ox.float(), oy.float())
-            _scatter(keys, inside, d, tid // B, base.index_select(0, seg) + oy * W + ox)
+            j = idx[seg]
+            fx, fy = ox.float(), oy.float()
+            b0, b1, d01 = (pl[i][j] + pl[i + 1][j] * fx + pl[i + 2][j] * fy for i in (0, 3, 6))
+            _scatter(keys, covered(b0, b1, d01), d01, tri_index[j], base[j] + oy * W + ox)
     return keys[:-1]
 
 
