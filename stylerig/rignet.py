@@ -126,6 +126,32 @@ ARCHS = ("rignet", "steering", "delta")
 #: A dimension's normalisation scale is at least this fraction of its group's rms standard deviation.
 SCALE_FLOOR = 0.1
 
+
+def spread_scale(x: torch.Tensor, groups: tuple[str, ...] | list[str]) -> torch.Tensor:
+    """Per-value normalisation scale of parameter values: max(spread, :data:`SCALE_FLOOR` × the rms
+    spread of the value's group, 1e-8).
+
+    Args:
+        x: float [N, K] (N >= 2), whose columns are the blocks of ``groups`` in order (K = their sizes'
+            sum; all of :data:`stylerig.params.GROUPS` for a whole parameter vector).
+        groups: group names of :mod:`stylerig.params`.
+
+    Returns:
+        float64 [K]: the population std per column, floored per group, so that values the data never
+        moves (a face model's unused components) are not blown up to unit noise.
+    """
+    x = x.detach().to(torch.float64)
+    std = x.std(0, unbiased=False)
+    scale = torch.empty_like(std)
+    start = 0
+    for group in groups:
+        s = slice(start, start + params.SIZES[group])
+        floor = max(SCALE_FLOOR * float(std[s].pow(2).mean().sqrt()), 1e-8)
+        scale[s] = std[s].clamp_min(floor)
+        start = s.stop
+    return scale
+
+
 _HINT_FILE = "pass a rig written by `stylerig train-rignet` (its rig.safetensors)"
 
 
@@ -324,13 +350,7 @@ class RigNet(nn.Module):
             )
         x = p.detach().to(self.mean.device, torch.float64)[:, self.index.to(self.mean.device)]
         mean, std = x.mean(0), x.std(0, unbiased=False)
-        scale = torch.empty_like(std)
-        start = 0
-        for group in self.groups:
-            s = slice(start, start + params.SIZES[group])
-            floor = max(SCALE_FLOOR * float(std[s].pow(2).mean().sqrt()), 1e-8)
-            scale[s] = std[s].clamp_min(floor)
-            start = s.stop
+        scale = spread_scale(x, self.groups)
         for name, value in (
             ("mean", mean),
             ("std", std),
@@ -626,6 +646,8 @@ def rig_losses(
     render_loss_fn: RenderLossFn,
     batch: PairBatch,
     config: RigLossConfig | None = None,
+    *,
+    param_scale: torch.Tensor | None = None,
 ) -> RigLossOutput:
     """RigNet's training loss for one batch of pairs, both directions (w→v and v→w), as in DESIGN.md.
 
@@ -640,7 +662,9 @@ def rig_losses(
         config: switches and weights (default: all terms, weights 1).
 
     With ``config.param_weight > 0`` the total also holds L_param (:attr:`RigLossConfig.param_weight`,
-    not in the paper), computed from the same F(ŵ) without another render.
+    not in the paper), computed from the same F(ŵ) without another render. ``param_scale``: float [257]
+    > 0, the unit of each value in L_param (e.g. :func:`spread_scale` of F(w) over the training set);
+    default F's ``p_scale``.
 
     Returns:
         :class:`RigLossOutput` with the scalar total and the per-term means. Each mean runs over the 2B
@@ -716,7 +740,9 @@ def rig_losses(
             parts[name] = term.detach()
             total = total + getattr(config, f"{name}_weight") * term
         if config.param_weight > 0:
-            scale = getattr(getattr(dfr, "module", dfr), "p_scale", None)
+            scale = param_scale
+            if scale is None:
+                scale = getattr(getattr(dfr, "module", dfr), "p_scale", None)
             scale = p_hat.new_ones(params.NUM_PARAMS) if scale is None else scale.to(p_hat)
             per_group = []
             for i, g in enumerate(groups):

@@ -10,7 +10,16 @@ import torch
 
 from stylerig import params
 from stylerig.errors import AssetError, InputError
-from stylerig.rignet import PairBatch, RigLossConfig, RigNet, load_rignet, rig_losses, save_rignet
+from stylerig.rignet import (
+    PairBatch,
+    RigLossConfig,
+    RigNet,
+    load_rignet,
+    rig_losses,
+    save_rignet,
+    spread_scale,
+)
+from stylerig.training.rignet import RigConfig
 
 S, D = 4, 16  # tiny W+: 4 slots of width 16
 
@@ -315,8 +324,37 @@ def test_param_term_at_init_is_the_edited_groups_difference_in_output_scale() ->
     expected = torch.stack(per_group).mean()
     torch.testing.assert_close(out.parts["param"], expected)
     torch.testing.assert_close(out.total, base.total + 2.0 * expected)
+    # A given unit per value replaces F's: twice the scale, a quarter of the squares.
+    scaled = rig_losses(
+        RigNet(S, D, "all", init_scale=0.0),
+        dfr,
+        _fake_render_loss,
+        batch,
+        cfg,
+        param_scale=torch.full((params.NUM_PARAMS,), 1.0),
+    )
+    torch.testing.assert_close(scaled.parts["param"], expected / 4)
     with pytest.raises(InputError):
         RigLossConfig(param_weight=-1.0)
+    with pytest.raises(InputError, match="param scale"):
+        RigConfig(mode="all", param_scale="sd").check()
+
+
+def test_spread_scale_is_the_spread_floored_per_group() -> None:
+    g = torch.Generator().manual_seed(3)
+    p = torch.zeros(200, params.NUM_PARAMS)
+    p[:, 224] = torch.randn(200, generator=g) * 0.05  # one light value varies
+    p[:, 225] = torch.randn(200, generator=g) * 1e-4  # another barely
+    p[:, 80:82] = torch.randn(200, 2, generator=g) * 2.0  # two expression values
+    scale = spread_scale(p, params.GROUPS)
+    std = p.double().std(0, unbiased=False)
+    light = params.LAYOUT["illumination"]
+    floor = 0.1 * float(std[light].pow(2).mean().sqrt())
+    assert float(scale[224]) == pytest.approx(float(std[224]))
+    assert float(scale[225]) == pytest.approx(floor) and floor > float(std[225])  # floored
+    assert float(scale[230]) == pytest.approx(floor)  # a light value that never moves
+    assert float(scale[100]) == pytest.approx(0.1 * float(std[80:144].pow(2).mean().sqrt()))
+    assert float(scale[0]) == 1e-8  # a group that never moves: the tiny floor (callers replace it)
 
 
 @pytest.mark.parametrize("mode", ["pose", "all"])
@@ -483,6 +521,19 @@ def test_a_checkpoint_from_before_l_param_resumes_without_it(
     assert code == 0, err
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert all("param" in r for r in log if r["kind"] == "train")
+    # L_param in the data's units: a different loss from the same start, recorded in the run.
+    out_d = tmp_path / "d"
+    args = [*base[:-1], str(out_d), "--steps", "2", "--param-weight", "1", "--param-scale", "data"]
+    code, _, err = _run_cli(args, capsys)
+    assert code == 0, err
+    log_d = [json.loads(line) for line in (out_d / "log.jsonl").read_text().splitlines()]
+    first = next(r for r in log if r["kind"] == "train")
+    first_d = next(r for r in log_d if r["kind"] == "train")
+    assert first_d["param"] != pytest.approx(first["param"], rel=0.5)  # F's light spread << its 0.3
+    assert first_d["edit"] == pytest.approx(first["edit"], rel=1e-3)  # from the same start
+    assert json.loads((out_d / "run.json").read_text())["arguments"]["param_scale"] == "data"
+    code, _, err = _run_cli([*args[:-1], "sd"], capsys)
+    assert code == 2 and "param scale" in err and "Traceback" not in err, err
 
 
 def test_cli_errors_are_one_line(tiny_set, tmp_path: Path, capsys) -> None:

@@ -51,7 +51,7 @@ from stylerig.data import SampleSet
 from stylerig.dfr import DFR, load_dfr
 from stylerig.errors import AssetError, InputError
 from stylerig.losses import LAND_WEIGHT, render_loss
-from stylerig.rignet import PairBatch, RigLossConfig, RigNet, rig_losses, save_rignet
+from stylerig.rignet import PairBatch, RigLossConfig, RigNet, rig_losses, save_rignet, spread_scale
 from stylerig.training.distributed import Distributed
 from stylerig.training.trainer import ProgressFn, Trainer, TrainerConfig, TrainResult
 
@@ -80,6 +80,14 @@ def parse_group_weights(text: str) -> tuple[tuple[str, float], ...]:
     return RigLossConfig(group_weights=out).group_weights
 
 
+#: L_param's unit per value (``RigConfig.param_scale``): ``dfr``, F's output scale ``p_scale`` (1 for
+#: coefficients, 0.3 for rotation and light); ``data``, the spread of F(w) over the training rows
+#: (:func:`stylerig.rignet.spread_scale`; a group F never moves keeps F's scale), so that a value counts
+#: in the units the measurements use -- on the world F's light varies by 0.03-0.12 and pitch by 0.12 rad,
+#: which ``dfr`` weighs 6-100× below an identity coefficient's 1 sd.
+PARAM_SCALES = ("dfr", "data")
+
+
 @dataclass
 class RigConfig:
     """Settings of a RigNet run. ``batch`` counts pairs (each gives 2 directed edits, × 3 for ``all``)."""
@@ -99,6 +107,7 @@ class RigConfig:
     edit_weight: float = 1.0
     consist_weight: float = 1.0
     param_weight: float = 0.0  # L_param (stylerig.rignet.RigLossConfig.param_weight; not in the paper)
+    param_scale: str = "dfr"  # L_param's unit per value: dfr (F's p_scale) | data (F(w)'s spread, see below)
     group_weights: str = ""  # "expression=10,illumination=3": per-group L_edit / L_consist weights (mode all)
     land_weight: float = LAND_WEIGHT  # landmark weight inside L_render (as for DFR)
     steps: int = 600
@@ -147,6 +156,10 @@ class RigConfig:
                 group the rig's ``mode`` does not control (it would be ignored).
         """
         loss = self.loss_config()
+        if self.param_scale not in PARAM_SCALES:
+            raise InputError(
+                f"unknown param scale {self.param_scale!r}", hint=f"use one of {', '.join(PARAM_SCALES)}"
+            )
         groups = params.MODES.get(self.mode)
         if groups is None:
             raise InputError(f"unknown mode {self.mode!r}", hint=f"use one of {', '.join(params.MODES)}")
@@ -438,6 +451,16 @@ class _RigTask:
         self.data, self.dfr, self.render_fn, self.cfg = data, dfr, render_fn, cfg
         self.train_rows, self.val, self.std, self.active = train_rows, val, std, active
         self.loss_cfg = cfg.loss_config()
+        self.param_scale: torch.Tensor | None = None
+        if cfg.param_scale == "data":
+            p = data.p_all[torch.as_tensor(train_rows, device=data.p_all.device)]
+            scale = spread_scale(p, params.GROUPS)
+            fallback = getattr(dfr, "p_scale", None)
+            for g in params.GROUPS:  # a group F never moves: its spread says nothing, keep F's scale
+                s = params.LAYOUT[g]
+                if fallback is not None and float(p[:, s].std(0).max()) <= 1e-6:
+                    scale[s] = fallback[s].to(scale)
+            self.param_scale = scale.to(p)
 
     def loss(
         self, model: torch.nn.Module, rows: np.ndarray, step: int, rng: torch.Generator
@@ -447,7 +470,14 @@ class _RigTask:
         v_rows = self.train_rows[pick]
         same = v_rows == rows
         v_rows[same] = self.train_rows[(pick[same] + 1) % n]
-        out = rig_losses(model, self.dfr, self.render_fn, self.data.batch(rows, v_rows), self.loss_cfg)
+        out = rig_losses(
+            model,
+            self.dfr,
+            self.render_fn,
+            self.data.batch(rows, v_rows),
+            self.loss_cfg,
+            param_scale=self.param_scale,
+        )
         return out.total, {k: float(v) for k, v in out.parts.items()}
 
     def validate(self, model: torch.nn.Module, step: int) -> dict[str, float]:
@@ -592,7 +622,7 @@ def train_rignet(
             out,
             dist=dist,
             run_config=run_config,
-            added_task_keys={"param_weight": 0.0},  # checkpoints from before L_param
+            added_task_keys={"param_weight": 0.0, "param_scale": "dfr"},  # checkpoints from before them
         )
         if dist.is_main:
             out.mkdir(parents=True, exist_ok=True)

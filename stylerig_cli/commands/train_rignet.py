@@ -61,6 +61,14 @@ def train_rignet(
             "output scale), besides the renderer's; not in the paper. 0: off.",
         ),
     ] = 0.0,
+    param_scale: Annotated[
+        str,
+        typer.Option(
+            metavar="dfr|data",
+            help="L_param's unit per value: dfr (F's output scale: 1 for coefficients, 0.3 for rotation and "
+            "light) or data (the spread of F(w) over the training rows, the unit the measurements use).",
+        ),
+    ] = "dfr",
     group_weight: Annotated[
         str,
         typer.Option(
@@ -159,6 +167,7 @@ def train_rignet(
         edit_weight=edit_weight,
         consist_weight=consist_weight,
         param_weight=param_weight,
+        param_scale=param_scale,
         group_weights=group_weight,
         steps=steps,
         batch=batch,
@@ -178,6 +187,7 @@ def train_rignet(
         "edit_weight": edit_weight,
         "consist_weight": consist_weight,
         "param_weight": param_weight,
+        "param_scale": param_scale,
         "group_weight": group_weight,
         "arch": arch,
         "tied": tied,
