@@ -50,7 +50,8 @@ class DemoConfig:
     settings (below) add about 1.2 min to fit-dfr, and since session 14 evaluate generates each image
     once (about 40 % less), and the rig trains 2,000 steps instead of 2,400. Session 14's run took 15.5
     min on a day when the machine ran the unchanged sample stage 1.7x slower than in session 11
-    (``docs/demo.md``). On cores shared with other work, expect up to twice that.
+    (``docs/demo.md``); session 15's, with a faster rasterizer, 15.0 min on a day as slow, after which the
+    rig trains 1,600 steps. On cores shared with other work, expect up to twice that.
     """
 
     n_samples: int = 3000  # sample set size (128x128 world portraits)
@@ -70,10 +71,11 @@ class DemoConfig:
     # the demo's settings otherwise, DFR seeds 0 / 1: expression 0.443 -> 0.343 / 0.349, light 0.372 ->
     # 0.339 / 0.327, pose drift 0.252 -> 0.263 / 0.247.
     dfr_confine: tuple[str, ...] = ("identity", "expression", "reflectance")
-    # RigNet steps (mode all renders 3x per pair). 2,000 since session 14: through its confined DFR the
-    # demo's rig reached the same numbers in 2,000 steps as in 2,400 (expression 0.343 vs 0.341, light
-    # 0.340 vs 0.340, pose drift 0.256 vs 0.262; docs/rignet.md), in a sixth less time.
-    rig_steps: int = 2000
+    # RigNet steps (mode all renders 3x per pair). Through its confined DFR the demo's rig reached the same
+    # numbers in 2,000 steps as in 2,400 (session 14: expression 0.343 vs 0.341, light 0.340 vs 0.340, pose
+    # drift 0.256 vs 0.262) and in 1,600 as in 2,000 (session 15, the same DFR and pairs: 0.340 vs 0.343,
+    # 0.339 vs 0.339, 0.262 vs 0.261; docs/rignet.md), in a fifth less time each.
+    rig_steps: int = 1600
     rig_batch: int = 4  # pairs per RigNet step
     # Not the paper's linear RigNet: on the built-in world the linear rig learns to fool the frozen DFR
     # (the estimator sees 0.30 of the requested yaw); residuals restricted to the codes' top 64 principal

@@ -78,7 +78,7 @@ def demo(
         int | None, typer.Option(min=1, metavar="N", help="DFR steps (default 2000).")
     ] = None,
     rig_steps: Annotated[
-        int | None, typer.Option(min=1, metavar="N", help="RigNet steps (default 2000).")
+        int | None, typer.Option(min=1, metavar="N", help="RigNet steps (default 1600).")
     ] = None,
     rig_batch: Annotated[
         int | None, typer.Option(min=1, metavar="B", help="RigNet pairs per step (default 4).")
