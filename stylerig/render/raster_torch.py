@@ -8,16 +8,19 @@ Method (``docs/rendering.md`` has the long form):
    centre, so each candidate costs two multiply-adds per value and float32 stays exact enough.
    Triangles with a vertex at ``w <= 0``, with zero screen area or with an empty box are culled.
    No back-face culling (as nvdiffrast).
-2. *Candidates*, grouped by box size: boxes up to 2x2 and 4x4 pixels evaluate a dense
-   ``[triangles, g*g]`` grid (no per-candidate gathers); larger boxes enumerate their pixels through a
-   prefix sum in chunks of at most ``_CHUNK`` candidates, so a screen-filling triangle costs time in
-   proportion to its area but bounded memory.
+2. *Candidates*, grouped by box width and height (:data:`_GRID`: 1-4 pixels exactly, 6 and 8
+   padded; one stable sort of uint8 class codes makes each class a contiguous slice): each class
+   evaluates a dense ``[gh*gw, triangles]`` grid (no per-candidate gathers); larger boxes, and
+   triangles that reach a depth plane, enumerate their pixels through a prefix sum in chunks of at most
+   ``_CHUNK`` candidates, so a screen-filling triangle costs time in proportion to its area but
+   bounded memory.
 3. *Coverage and depth*: a pixel centre is covered when ``b0, b1, b2 >= 0`` (on an edge counts as
-   inside) and ``-1 <= z/w <= 1``.
+   inside) and ``-1 <= z/w <= 1``; the dense grids skip the depth test, which cannot fail inside a
+   triangle whose vertices are all well inside the range (:data:`_SAFE_DEPTH`).
 4. *Z-buffer*: one ``scatter_reduce(amin)`` over packed int64 keys
    ``(float_bits((z/w + 1) / 2) << 32) | triangle_index``. Non-negative IEEE floats order like their
    bit patterns, so the minimum key is the nearest fragment; exact depth ties go to the lower triangle
-   index. Deterministic, no sorting, no atomics.
+   index. Deterministic, no sorting of fragments, no atomics.
 5. *Differentiable stage*: for covered pixels only, the winning triangle's clip-space vertices are
    gathered *with* autograd and the perspective-correct barycentrics recomputed at the pixel centre, so
    gradients reach ``pos`` through (u, v) as in nvdiffrast's rasterize backward. ``z/w`` and the id
@@ -153,8 +156,8 @@ def _zbuffer(pos: torch.Tensor, tri64: torch.Tensor, H: int, W: int) -> torch.Te
     e0x, e0y = (Y1 - Y2) * inv, (X2 - X1) * inv
     e1x, e1y = (Y2 - Y0) * inv, (X0 - X2) * inv
     dz0, dz1 = (Z0 - Z2) * 0.5, (Z1 - Z2) * 0.5
-    depth = (e0, e0x, e0y, e1, e1x, e1y, (Z2 + 1.0) * 0.5 + e0 * dz0 + e1 * dz1, e0x * dz0 + e1x * dz1)
-    depth += (e0y * dz0 + e1y * dz1,)
+    planes = (e0, e0x, e0y, e1, e1x, e1y, (Z2 + 1.0) * 0.5 + e0 * dz0 + e1 * dz1, e0x * dz0 + e1x * dz1)
+    planes += (e0y * dz0 + e1y * dz1,)
 
     # Sort the kept triangles by grid class (box height class, then width class), so that each class is a
     # contiguous slice of the sorted planes: one gather per plane instead of one per plane and class.
@@ -175,7 +178,7 @@ def _zbuffer(pos: torch.Tensor, tri64: torch.Tensor, H: int, W: int) -> torch.Te
     order = torch.argsort(cls, stable=True)
     counts = torch.bincount(cls, minlength=culled + 1).tolist()
     order = order[: len(order) - counts[culled]]
-    pl = [q.reshape(-1).index_select(0, order) for q in depth]  # 9 x [K], sorted
+    pl = [q.reshape(-1).index_select(0, order) for q in planes]  # 9 x [K], sorted
     tri_index = order // B
     base = (order % B) * hw + y0.view(-1).index_select(0, order).long() * W
     base += x0.view(-1).index_select(0, order).long()
