@@ -430,6 +430,36 @@ def training_seed(rig: RigNet) -> int:
     return int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else 0
 
 
+def dfr_split_note(F: DFR, dataset: SampleSet, val_fraction: float, seed: int) -> str | None:
+    """A note when some held-out rows of this evaluation were among the DFR's training rows, else None.
+
+    ``fit-dfr`` records its split (seed, val_fraction) and sample set in the DFR file (``F.info``); a rig
+    and a DFR trained with different seeds hold out different rows, so an evaluation on the rig's split
+    measures some sources whose codes F was fitted on. Files without that record give None.
+    """
+    info = getattr(F, "info", None) or {}
+    split = info.get("split") if isinstance(info, Mapping) else None
+    if not isinstance(split, Mapping) or "seed" not in split or "val_fraction" not in split:
+        return None
+    try:
+        same_set = Path(str(info.get("sample_set"))).resolve() == Path(dataset.root).resolve()
+        f_seed, f_frac = int(split["seed"]), float(split["val_fraction"])
+    except (TypeError, ValueError, OSError):
+        return None
+    if not same_set or (f_seed == seed and f_frac == val_fraction):
+        return None
+    f_train = dataset.split(f_frac, seed=f_seed)[0]
+    held = dataset.split(val_fraction, seed=seed)[1]
+    n = int(np.isin(held, f_train).sum())
+    if not n:
+        return None
+    return (
+        f"{n} of the {len(held)} held-out rows measured here were among the DFR's training rows (it was "
+        f"fitted with split seed {f_seed}, val fraction {f_frac}; this evaluation uses seed {seed}, "
+        f"{val_fraction}): pass --seed {f_seed}, or train the rig and the DFR with the same seed"
+    )
+
+
 def _resolve(
     rigs: Sequence[str | os.PathLike[str] | RigNet],
     dfr: str | os.PathLike[str] | DFR | None,
@@ -1076,6 +1106,10 @@ def evaluate(
             say=say,
         )
     metrics["seed"] = seed  # the held-out split and pairs
+    split_note = dfr_split_note(F, dataset, val_fraction, seed)
+    if split_note:
+        metrics["notes"] = [*(metrics.get("notes") or []), split_note]
+        say(f"note: {split_note}")
     metrics["targets"] = _targets(metrics)
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     names = {"metrics": "metrics.json", "table": "metrics.md", "run": "run.json"}

@@ -363,5 +363,13 @@ def test_evaluate_measures_on_the_rows_the_rig_held_out(demo_dir, tmp_path):
         [rig], out / "dfr" / "dfr.safetensors", out / "samples", n_pairs=3, out_dir=tmp_path / "e"
     ).metrics
     assert m["seed"] == 3
+    # The demo's DFR was fitted with split seed 0: seed 3's held-out rows include some it trained on.
+    notes = [n for n in m.get("notes", []) if "DFR's training rows" in n]
+    assert len(notes) == 1 and "pass --seed 0" in notes[0], m.get("notes")
+    assert "DFR's training rows" in (tmp_path / "e" / "metrics.md").read_text()
     rig.extra_config = {}
     assert training_seed(rig) == 0
+    m = evaluate(
+        [rig], out / "dfr" / "dfr.safetensors", out / "samples", n_pairs=3, out_dir=tmp_path / "f"
+    ).metrics
+    assert not any("DFR's training rows" in n for n in m.get("notes", []))  # the same split: no note

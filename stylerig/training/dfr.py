@@ -859,6 +859,8 @@ def fit_dfr(
                     "resolution": R,
                     "sample_set": str(dataset.root.resolve()),
                     "steps": result.step,
+                    # The rows it trained on: `stylerig evaluate` notes when it measures some of them.
+                    "split": {"seed": cfg.seed, "val_fraction": cfg.val_fraction},
                 },
             )
             metrics = evaluate_dfr(model, dataset, val_rows, renderer, device=dist.device)
