@@ -74,8 +74,9 @@ exactly that group (paper §8.5). No generator is in the loop: I_w, I_v and thei
 the sample set.
 
 Optional, not in the paper: L_param (``param_weight``) = mean over g's values of ((p_ŵ − t) / s)² + the
-same mean over the other values, with s F's output scale: the conditions of L_edit and L_consist on the
-parameters themselves, where every value counts alike (``docs/rignet.md``, session 11).
+same mean over the other values, with s F's output scale (or, ``param_scale``, any unit per value such as
+:func:`spread_scale` of F(w)): the conditions of L_edit and L_consist on the parameters themselves, where
+every value counts alike (``docs/rignet.md``, sessions 11 and 15).
 
 Example:
     >>> import torch
