@@ -50,8 +50,9 @@ class DemoConfig:
     settings (below) add about 1.2 min to fit-dfr, and since session 14 evaluate generates each image
     once (about 40 % less), and the rig trains 2,000 steps instead of 2,400. Session 14's run took 15.5
     min on a day when the machine ran the unchanged sample stage 1.7x slower than in session 11
-    (``docs/demo.md``); session 15's, with a faster rasterizer, 15.0 min on a day as slow, after which the
-    rig trains 1,600 steps. On cores shared with other work, expect up to twice that.
+    (``docs/demo.md``). Session 15's, with a faster rasterizer, 1,600 rig steps and no
+    ``OMP_WAIT_POLICY=PASSIVE`` (which slows a lone run 1.45x), took 12.1 min, and 9.9 min with the rig's
+    40-direction subspace. On cores shared with other work, expect up to twice that.
     """
 
     n_samples: int = 3000  # sample set size (128x128 world portraits)
