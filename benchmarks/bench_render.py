@@ -116,10 +116,11 @@ def world_rig_step(batch: int, repeats: int) -> dict[str, float | int]:
     with torch.no_grad():
         target = world.images(range(20_000, 20_000 + batch))
         clip = renderer.geometry(p)[1]
+    tri = world.face_model.triangles.to(torch.int32)
 
     def raster():
         with torch.no_grad():
-            return rasterize_to_fragments(clip, renderer._tri32, (128, 128), backend="torch")
+            return rasterize_to_fragments(clip, tri, (128, 128), backend="torch")
 
     def fwd():
         with torch.no_grad():
@@ -132,7 +133,7 @@ def world_rig_step(batch: int, repeats: int) -> dict[str, float | int]:
     return {
         "mesh": {
             "vertices": int(world.face_model.mean_shape.shape[0]),
-            "triangles": int(renderer._tri32.shape[0]),
+            "triangles": int(tri.shape[0]),
         },
         "resolution": 128,
         "batch": batch,
