@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from stylerig.errors import AssetError, StylerigError
+from stylerig.presets import WORLD_DFR, WORLD_RIG, WORLD_RIG_ALL
 
 __all__ = ["STAGES", "DemoConfig", "DemoProgress", "DemoResult", "StageRecord", "run_demo"]
 
@@ -58,51 +59,19 @@ class DemoConfig:
     n_samples: int = 3000  # sample set size (128x128 world portraits)
     dfr_steps: int = 2000  # DFR steps of batch dfr_batch (the DFR issue's defaults)
     dfr_batch: int = 32
-    # The DFR's light (not in the paper; docs/rignet.md, session 13): F had read a dark skin as light from
-    # above. Every row of each batch rendered for the photometric term, and a Gaussian prior on the light
-    # along the light model's directions (1e-5 per squared sd), take the skin tone out of F's vertical
-    # light (read at 0.72 instead of 0.53). On session 12's demo set, with the demo's rig otherwise, DFR
-    # seeds 0 / 1: light drift 0.270 -> 0.206 / 0.259 -> 0.199, light error 0.385 -> 0.364 / 0.367 ->
-    # 0.364, expression 0.445 -> 0.453 / 0.436 -> 0.441. The DFR takes about twice as long (2.7 min).
-    dfr_photo_rows: int = 0
-    dfr_light_prior_weight: float = 1e-5
-    # F's coefficients confined to the components the world's faces use (``fit-dfr --confine``; not in
-    # the paper; docs/rignet.md, session 14): unconfined, F puts part of each expression into components the
-    # world never uses and reads the used ones short (smile slope 0.67; confined 0.85). On session 13's demo set,
-    # the demo's settings otherwise, DFR seeds 0 / 1: expression 0.443 -> 0.343 / 0.349, light 0.372 ->
-    # 0.339 / 0.327, pose drift 0.252 -> 0.263 / 0.247.
-    dfr_confine: tuple[str, ...] = ("identity", "expression", "reflectance")
-    # RigNet steps (mode all renders 3x per pair). Through its confined DFR the demo's rig reached the same
-    # numbers in 2,000 steps as in 2,400 (session 14: expression 0.343 vs 0.341, light 0.340 vs 0.340, pose
-    # drift 0.256 vs 0.262) and in 1,600 as in 2,000 (session 15, the same DFR and pairs: 0.340 vs 0.343,
-    # 0.339 vs 0.339, 0.262 vs 0.261; docs/rignet.md), in a fifth less time each.
-    rig_steps: int = 1600
-    rig_batch: int = 4  # pairs per RigNet step
-    # Not the paper's linear RigNet: on the built-in world the linear rig learns to fool the frozen DFR
-    # (the estimator sees 0.30 of the requested yaw); residuals restricted to the codes' top 64 principal
-    # directions, decoded through a 256-wide hidden layer, carry the pose into the image (transfer 0.86;
-    # docs/rignet.md, docs/demo.md). 0 and 0 give the paper's rig. 40 directions since session 15 (the
-    # world's codes fill a 38-factor manifold; fewer directions keep a turn nearer it, where F reads what
-    # changes): pose drift 0.262 (64) -> 0.245 (48) -> 0.227 (40), expression 0.340 -> 0.334, light
-    # 0.339 -> 0.342, through the same DFR and pairs (docs/rignet.md).
-    rig_subspace: int = 40
-    rig_hidden: int = 256
-    # One decoder per group (RigNet's ``split``): yaw error 2.21 -> 1.62 deg, light error ratio 1.00 -> 0.93
-    # on the demo's set (docs/rignet.md).
-    rig_split: bool = True
-    # A smile costs far less render loss than a turn of the head: weighted 1:1 the pose edits starve the
-    # expression edits (DFR-measured expression error ratio 0.83 -> 0.56 with expression=10; docs/rignet.md).
-    rig_group_weights: str = "expression=10"
-    # RigNet conditioned on the parameter change (``arch="delta"``): no change is exactly no edit, so the
-    # pose and expression samples no longer hold the light's decoder at zero. Same settings otherwise, on
-    # the session-9 demo's samples and DFR: light error ratio 0.85 -> 0.47, drift pose / expression /
-    # light 0.29 / 0.19 / 0.42 -> 0.26 / 0.19 / 0.27, expression 0.60 -> 0.59 (docs/rignet.md, session 10).
-    rig_arch: str = "delta"
-    # L_param (``--param-weight``): the edit and consistency conditions on F's parameters as well as
-    # through the renderer. The demo's rig had delivered 1.69 of 2.85 sd of requested expression change by
-    # F's own reading; with it, on the session-10 demo's samples and DFR: expression error ratio 0.59 ->
-    # 0.44, light 0.47 -> 0.39, drift 0.26 / 0.19 / 0.27 -> 0.25 / 0.19 / 0.27 (docs/rignet.md, session 11).
-    rig_param_weight: float = 1.0
+    # The DFR and the rig: the ``world`` preset of fit-dfr and train-rignet (:mod:`stylerig.presets` has the
+    # measurements behind each value), a rig of mode all.
+    dfr_photo_rows: int = WORLD_DFR["photo_rows"]
+    dfr_light_prior_weight: float = WORLD_DFR["light_prior_weight"]
+    dfr_confine: tuple[str, ...] = WORLD_DFR["confine"]
+    rig_steps: int = WORLD_RIG["steps"]
+    rig_batch: int = WORLD_RIG["batch"]  # pairs per RigNet step (mode all renders 3x per pair)
+    rig_subspace: int = WORLD_RIG["subspace"]  # 0 and rig_hidden 0 give the paper's linear rig
+    rig_hidden: int = WORLD_RIG["hidden"]
+    rig_split: bool = WORLD_RIG_ALL["split"]
+    rig_group_weights: str = WORLD_RIG_ALL["group_weights"]
+    rig_arch: str = WORLD_RIG["arch"]
+    rig_param_weight: float = WORLD_RIG["param_weight"]
     mix_sources: tuple[int, ...] = (1, 2, 3)  # seeds of the mixing figures (rows)
     mix_targets: tuple[int, ...] = (4, 5, 6, 7)  # (columns)
     analyze_pairs: int = 500  # mixing results for Figure 4

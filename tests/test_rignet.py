@@ -444,6 +444,52 @@ def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
     return ex.value.code or 0, " ".join(cap.out.split()), " ".join(cap.err.split())
 
 
+def test_cli_defaults_follow_the_preset_of_the_set(
+    tiny_set, tmp_path: Path, capsys, one_thread: None
+) -> None:
+    """auto: a set whose manifest says it was sampled from the built-in world trains the world recipe
+    (options given explicitly still win); --preset paper trains the paper's rig on the same set."""
+    import shutil
+
+    data, dfr = tiny_set
+    world = tmp_path / "world-set"
+    shutil.copytree(data, world)
+    manifest = json.loads((world / "manifest.json").read_text())
+    manifest["generator"] = {"path": None, "world": True}
+    (world / "manifest.json").write_text(json.dumps(manifest))
+    base = ["train-rignet", "--dfr", str(dfr), "--device", "cpu", "--mode", "all", "--steps", "2"]
+    small = ["--subspace", "4", "--hidden", "4", "--batch", "2"]
+    code, stdout, err = _run_cli([*base, "--data", str(world), "--out", str(tmp_path / "w"), *small], capsys)
+    assert code == 0, err
+    assert (
+        "preset world (auto: a set of the built-in world): --arch delta --subspace 4 --hidden 4 --split"
+        in stdout
+    )
+    rig = load_rignet(tmp_path / "w" / "rig.safetensors")
+    assert (rig.arch, rig.split, rig.subspace, rig.hidden) == ("delta", True, 4, 4)
+    args = json.loads((tmp_path / "w" / "run.json").read_text())["arguments"]
+    assert (
+        args["preset_used"] == "world"
+        and args["param_weight"] == 1.0
+        and args["group_weight"] == "expression=10"
+    )
+    code, stdout, err = _run_cli(
+        [*base, "--data", str(world), "--out", str(tmp_path / "p"), "--preset", "paper", "--batch", "2"],
+        capsys,
+    )
+    assert code == 0 and "preset paper: --arch rignet --subspace 0 --hidden 0 --no-split" in stdout, err
+    rig = load_rignet(tmp_path / "p" / "rig.safetensors")
+    assert (rig.arch, rig.split, rig.subspace, rig.hidden) == ("rignet", False, 0, 0)
+    code, stdout, err = _run_cli(
+        [*base, "--data", str(data), "--out", str(tmp_path / "o"), "--batch", "2"], capsys
+    )
+    assert code == 0 and "preset paper (auto: not a set of the built-in world)" in stdout, err
+    code, stdout, err = _run_cli(
+        [*base, "--data", str(data), "--out", str(tmp_path / "x"), "--preset", "fast"], capsys
+    )
+    assert code == 2 and "unknown preset 'fast'" in err + stdout and not (tmp_path / "x").exists()
+
+
 def test_delta_rig_says_that_l_rec_switches_change_nothing(
     tiny_set, tmp_path: Path, one_thread: None
 ) -> None:

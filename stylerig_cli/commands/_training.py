@@ -48,3 +48,10 @@ def report_run(result: Any, steps: int, out: Path) -> bool:
     if t.resumed_from:
         console.print(f"resumed from step {t.resumed_from}", highlight=False)
     return True
+
+
+def print_preset(preset: str, used: str, settings: str) -> None:
+    """One line: the preset a run resolved ``preset`` to (and why, under auto) and the settings it gave."""
+    why = "a set of the built-in world" if used == "world" else "not a set of the built-in world"
+    how = f" (auto: {why})" if preset.strip().lower() == "auto" else ""
+    console.print(f"preset {used}{how}: {settings}", highlight=False)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from stylerig.demo import DemoConfig
 from stylerig_cli.app import app, console
 
 
@@ -57,6 +58,9 @@ class _View:
             self._progress.update(self._current, visible=False)
 
 
+_D = DemoConfig()  # the defaults the help states (stylerig.demo is torch-free at import)
+
+
 @app.command()
 def demo(
     out: Annotated[
@@ -72,19 +76,20 @@ def demo(
         bool, typer.Option("--quick", help="A smoke run of seconds (tiny sizes; its numbers mean nothing).")
     ] = False,
     samples: Annotated[
-        int | None, typer.Option(min=8, metavar="N", help="Sample set size (default 3000).")
+        int | None, typer.Option(min=8, metavar="N", help=f"Sample set size (default {_D.n_samples}).")
     ] = None,
     dfr_steps: Annotated[
-        int | None, typer.Option(min=1, metavar="N", help="DFR steps (default 2000).")
+        int | None, typer.Option(min=1, metavar="N", help=f"DFR steps (default {_D.dfr_steps}).")
     ] = None,
     rig_steps: Annotated[
-        int | None, typer.Option(min=1, metavar="N", help="RigNet steps (default 1600).")
+        int | None, typer.Option(min=1, metavar="N", help=f"RigNet steps (default {_D.rig_steps}).")
     ] = None,
     rig_batch: Annotated[
-        int | None, typer.Option(min=1, metavar="B", help="RigNet pairs per step (default 4).")
+        int | None, typer.Option(min=1, metavar="B", help=f"RigNet pairs per step (default {_D.rig_batch}).")
     ] = None,
     eval_pairs: Annotated[
-        int | None, typer.Option(min=1, metavar="N", help="Held-out pairs per edit (default 500).")
+        int | None,
+        typer.Option(min=1, metavar="N", help=f"Held-out pairs per edit (default {_D.eval_pairs})."),
     ] = None,
     device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="Where to run.")] = "cpu",
     renderer: Annotated[

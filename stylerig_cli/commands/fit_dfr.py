@@ -8,8 +8,11 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from stylerig.presets import PAPER_DFR, WORLD_DFR
 from stylerig_cli.app import app, console
-from stylerig_cli.commands._training import report_run, run_with_progress
+from stylerig_cli.commands._training import print_preset, report_run, run_with_progress
+
+_W, _P = WORLD_DFR, PAPER_DFR  # the presets' values, as the help states them
 
 
 @app.command("fit-dfr")
@@ -34,6 +37,17 @@ def fit_dfr(
             show_default=False,
         ),
     ],
+    preset: Annotated[
+        str,
+        typer.Option(
+            metavar="auto|world|paper",
+            help="Default settings: world (what the built-in world's rigs need: --photo-rows "
+            f"{_W['photo_rows']} --light-prior-weight {_W['light_prior_weight']:g} --confine "
+            f"{','.join(_W['confine'])}), paper (the paper's DFR with {_P['photo_rows']} photometric rows per "
+            "batch) or auto (world for a set sampled from the built-in world, else paper). Options given "
+            "explicitly win.",
+        ),
+    ] = "auto",
     steps: Annotated[int, typer.Option(min=1, metavar="N", help="Optimizer steps in total.")] = 2000,
     batch: Annotated[
         int, typer.Option(min=1, metavar="B", help="Samples per step (over all torchrun processes together).")
@@ -74,34 +88,40 @@ def fit_dfr(
         int, typer.Option(min=1, max=27, metavar="K", help="Principal directions of the light prior kept.")
     ] = 4,
     light_prior_weight: Annotated[
-        float,
+        float | None,
         typer.Option(
             min=0.0,
             metavar="W",
             help="Weight of a Gaussian prior on the light along the light model's directions, per squared "
-            "sd of the light prior (as the shape and albedo priors; not in the paper). 0: off.",
+            "sd of the light prior (as the shape and albedo priors; not in the paper). 0: off. Default: the "
+            f"preset's (world {_W['light_prior_weight']:g}, paper {_P['light_prior_weight']:g}).",
+            show_default=False,
         ),
-    ] = 0.0,
+    ] = None,
     confine: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--confine",
             metavar="GROUPS|none",
             help="Coefficient groups (identity, expression, reflectance; comma-separated) held to the "
             "components the built-in world's faces use (not in the paper; a world set only). On the demo's "
-            "set 'identity,expression,reflectance' brings the rig's expression error 0.44 -> 0.34. none: off.",
+            "set 'identity,expression,reflectance' brings the rig's expression error 0.44 -> 0.34. none: off. "
+            "Default: the preset's (world: those three; paper: none).",
+            show_default=False,
         ),
-    ] = "none",
+    ] = None,
     photo_rows: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
             metavar="N",
             help="Rows of each batch rendered for the photometric term (0: all). All rows fit better and "
             "read the light better (built-in world: PSNR 30.6 -> 31.1 dB, vertical light 0.53 -> 0.69) in "
-            "about twice the time (docs/rignet.md, session 13).",
+            "about twice the time (docs/rignet.md, session 13). Default: the preset's "
+            f"(world {_W['photo_rows']}, paper {_P['photo_rows']}).",
+            show_default=False,
         ),
-    ] = 8,
+    ] = None,
     landmark_fit_weight: Annotated[
         float,
         typer.Option(
@@ -132,22 +152,24 @@ def fit_dfr(
 ) -> None:
     """Train DFR, the network from W+ codes to the 257 face parameters, self-supervised through the renderer.
 
-    Prints and writes held-out metrics (rotation error, landmark RMSE, masked PSNR). Resumable; Ctrl-C
+    Defaults come from --preset (auto: the world recipe on a set of the built-in world, else the paper's
+    DFR). Prints and writes held-out metrics (rotation error, landmark RMSE, masked PSNR). Resumable; Ctrl-C
     saves a checkpoint. Data-parallel with `torchrun --nproc_per_node K -m stylerig_cli fit-dfr ...`.
     """
-    import dataclasses
-
     import torch
 
-    from stylerig.training.dfr import DFRConfig
+    from stylerig.presets import dfr_config
     from stylerig.training.dfr import fit_dfr as run
 
     if threads is not None:
         torch.set_num_threads(threads)
-    text = confine.strip().lower()
-    groups = () if text in ("", "none") else tuple(g.strip() for g in text.split(",") if g.strip())
-    cfg = dataclasses.replace(
-        DFRConfig(),
+    groups = None
+    if confine is not None:
+        text = confine.strip().lower()
+        groups = () if text in ("", "none") else tuple(g.strip() for g in text.split(",") if g.strip())
+    cfg, preset_used = dfr_config(
+        data,
+        preset=preset,
         steps=steps,
         batch=batch,
         lr=lr,
@@ -163,6 +185,8 @@ def fit_dfr(
     args = {
         "data": str(data),
         "out": str(out),
+        "preset": preset,
+        "preset_used": preset_used,
         "steps": steps,
         "batch": batch,
         "lr": lr,
@@ -172,14 +196,20 @@ def fit_dfr(
         "face_model": face_model,
         "light_prior": light_prior,
         "light_dims": light_dims,
-        "light_prior_weight": light_prior_weight,
-        "photo_rows": photo_rows,
-        "confine": confine,
+        "light_prior_weight": cfg.light_prior_weight,
+        "photo_rows": cfg.photo_rows,
+        "confine": ",".join(cfg.confine) or "none",
         "landmark_fit_weight": landmark_fit_weight,
         "landmark_fit_prior": landmark_fit_prior,
         "seed": seed,
         "threads": threads,
     }
+    print_preset(
+        preset,
+        preset_used,
+        f"--photo-rows {cfg.photo_rows} --light-prior-weight {cfg.light_prior_weight:g} "
+        f"--confine {','.join(cfg.confine) or 'none'}",
+    )
     result = run_with_progress(
         "fit-dfr",
         ("loss", "land_rmse_pct", "photo_mse"),
