@@ -57,6 +57,15 @@ def _torch_checks() -> list[Check]:
         Check("compute", "python", "info", platform.python_version()),
         Check("compute", "torch", "ok", f"{torch.__version__}, {torch.get_num_threads()} CPU threads"),
     ]
+    wait = os.environ.get("OMP_WAIT_POLICY", "").strip()
+    if wait.upper() == "PASSIVE":  # measured on 2 cores: a lone train-rignet step 1.45x slower (docs/demo.md)
+        detail = (
+            "OMP_WAIT_POLICY=PASSIVE: idle CPU threads sleep, which helps only when other processes share "
+            "the cores; a lone run (e.g. train-rignet on 2 cores) is about 1.45x slower with it"
+        )
+        out.append(
+            Check("compute", "OpenMP wait policy", "info", detail, "unset OMP_WAIT_POLICY for a lone run")
+        )
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         out.append(Check("compute", "CUDA", "ok", f"{torch.version.cuda}: {names}"))

@@ -33,6 +33,15 @@ def test_doctor_lists_every_area(capsys):
     assert "nvdiffrast" in out and "fix:" in out
 
 
+def test_doctor_says_when_omp_wait_policy_slows_a_lone_run(capsys, monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    code, out, _ = run(["doctor"], capsys)
+    assert code == 0 and "OMP_WAIT_POLICY" not in out
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    code, out, _ = run(["doctor"], capsys)
+    assert code == 0 and "OMP_WAIT_POLICY=PASSIVE" in out and "unset OMP_WAIT_POLICY" in out
+
+
 def test_doctor_refuses_a_search_folder_that_is_not_there(tmp_path, capsys):
     code, out, err = run(["doctor", "--search", str(tmp_path / "nope")], capsys)
     text = " ".join((out + err).split())  # the console wraps long lines
