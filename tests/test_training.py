@@ -137,6 +137,21 @@ def test_ctrl_c_saves_and_resume_is_exact(tmp_path: Path) -> None:
     assert [r["step"] for r in log if r["kind"] == "train"] == list(range(1, 13))  # no duplicates
 
 
+def test_fused_adam_is_the_loops_update_and_a_run_resumes_across_it(tmp_path: Path) -> None:
+    """The default optimizer is Adam's fused kernel; it updates as the per-tensor loop does (to rounding),
+    and a run started with one resumes with the other (``fused`` is a free setting)."""
+    fused, loop = toy_trainer(tmp_path / "f"), toy_trainer(tmp_path / "l", fused=False)
+    assert fused.optimizer.param_groups[0]["fused"] is True and not loop.optimizer.param_groups[0]["fused"]
+    fused.fit()
+    loop.fit()
+    for a, b in zip(fused.model.state_dict().values(), loop.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    part = toy_trainer(tmp_path / "p", steps=5, fused=False)
+    part.fit()
+    res = toy_trainer(tmp_path / "p", steps=12).fit(resume=True)
+    assert res.resumed_from == 5 and res.step == 12
+
+
 def test_resume_refuses_other_settings_and_bad_checkpoints(tmp_path: Path) -> None:
     toy_trainer(tmp_path, steps=4).fit()
     with pytest.raises(InputError, match="other settings"):
