@@ -92,10 +92,11 @@ WORLD_RIG: dict[str, Any] = {
     # error ratio 0.59 -> 0.44, light 0.47 -> 0.39; docs/rignet.md, session 11).
     "param_weight": 1.0,
     # Pairs and steps: 1,600 steps of 4 pairs did as well as 2,000 and 2,400 (sessions 14-15), and 1,200
-    # and 1,000 as well as 1,600 (session 16: through the same DFR, mode all, expression 0.335 / 0.336 /
-    # 0.335, light 0.342 / 0.343 / 0.344, pose drift 0.227 / 0.226 / 0.227). 1,000 keeps mode all within
-    # 5 minutes on 2 CPU cores in the machine's slow hours too (4.4 min at 0.26 s per step; 3.5 in quiet
-    # ones); the single-group modes render a third as much per step (docs/rignet.md, session 16).
+    # and 1,000 as well as 1,600 (session 16, through the same DFR, mode all, 1,600 / 1,200 / 1,000 steps:
+    # expression 0.335 / 0.335 / 0.336, light 0.342 / 0.343 / 0.344, pose drift 0.227 / 0.226 / 0.227).
+    # 1,000 keeps mode all within 5 minutes on 2 CPU cores in the machine's slow hours too (4.4 min at
+    # 0.26 s per step; 3.8 in a quicker one); the single-group modes render a third as much per step
+    # (docs/rignet.md, session 16).
     "steps": 1000,
     "batch": 4,
 }

@@ -229,7 +229,9 @@ def test_cli_trains(tmp_path: Path, tiny_face, capsys: pytest.CaptureFixture[str
     text = capsys.readouterr().out
     assert "PSNR inside the face mask" in text and "landmark RMSE" in text
     said = " ".join(text.split())  # explicit --photo-rows wins over the preset's 8
-    assert "preset paper (auto: not a set of the built-in world): --photo-rows 0 --light-prior-weight 0" in said
+    assert (
+        "preset paper (auto: not a set of the built-in world): --photo-rows 0 --light-prior-weight 0" in said
+    )
     assert (out / "dfr.safetensors").is_file()
     assert json.loads((out / "run.json").read_text())["arguments"]["config"]["photo_rows"] == 0
     assert run_cli(*argv) == 2  # resume with another face model (the built-in one): refused

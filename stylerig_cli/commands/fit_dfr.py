@@ -44,8 +44,8 @@ def fit_dfr(
             help="Default settings: world (what the built-in world's rigs need: --photo-rows "
             f"{_W['photo_rows']} --light-prior-weight {_W['light_prior_weight']:g} --confine "
             f"{','.join(_W['confine'])}), paper (the paper's DFR with {_P['photo_rows']} photometric rows per "
-            "batch) or auto (world for a set sampled from the built-in world, else paper). Options given "
-            "explicitly win.",
+            "batch; --light-prior auto still confines the light on a world set) or auto (world for a set "
+            "sampled from the built-in world, else paper). Options given explicitly win.",
         ),
     ] = "auto",
     steps: Annotated[int, typer.Option(min=1, metavar="N", help="Optimizer steps in total.")] = 2000,
