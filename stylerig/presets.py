@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # torch-free at import (the demo's help reads the values): th
     from stylerig.training.rignet import RigConfig
 
 __all__ = [
+    "PAPER_DFR",
+    "PAPER_RIG",
     "PRESETS",
     "WORLD_DFR",
     "WORLD_RIG",
@@ -138,13 +140,23 @@ def rig_preset(preset: str, mode: str) -> dict[str, Any]:
     return dict(WORLD_RIG) | (dict(WORLD_RIG_ALL) if mode == "all" else {})
 
 
-def _open(data: SampleSet | str | os.PathLike[str]) -> SampleSet:
+def _resolve(
+    config: type, data: SampleSet | str | os.PathLike[str], preset: str, settings: dict[str, Any]
+) -> str:
+    """Refuse settings ``config`` lacks, then resolve ``preset`` (opening ``data`` only for ``auto``)."""
+    bad = sorted(set(settings) - {f.name for f in dataclasses.fields(config)})
+    if bad:
+        raise InputError(f"{config.__name__} has no setting {', '.join(bad)}")
+    name = str(preset).strip().lower()
+    if name != "auto":
+        return resolve_preset(name)
     from stylerig.data import SampleSet
 
-    return data if isinstance(data, SampleSet) else SampleSet(data)
+    return resolve_preset(name, data if isinstance(data, SampleSet) else SampleSet(data))
 
 
-def _settings(settings: dict[str, Any]) -> dict[str, Any]:
+def _given(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings given explicitly (``None`` = the preset's value)."""
     return {k: v for k, v in settings.items() if v is not None}
 
 
@@ -167,14 +179,10 @@ def rig_config(
     """
     from stylerig.training.rignet import RigConfig, parse_group_weights
 
-    fields = {f.name for f in dataclasses.fields(RigConfig)}
-    bad = sorted(set(settings) - fields)
-    if bad:
-        raise InputError(f"RigConfig has no setting {', '.join(bad)}")
     if settings.get("group_weights") is not None:  # a malformed option is named before the set is read
         parse_group_weights(settings["group_weights"])
-    name = resolve_preset(preset, _open(data) if str(preset).strip().lower() == "auto" else None)
-    return RigConfig(mode=mode, **(rig_preset(name, mode) | _settings(settings))), name
+    name = _resolve(RigConfig, data, preset, settings)
+    return RigConfig(mode=mode, **(rig_preset(name, mode) | _given(settings))), name
 
 
 def dfr_config(
@@ -184,10 +192,6 @@ def dfr_config(
     :func:`rig_config`: ``settings`` given explicitly win, ``None`` = the preset's value)."""
     from stylerig.training.dfr import DFRConfig
 
-    fields = {f.name for f in dataclasses.fields(DFRConfig)}
-    bad = sorted(set(settings) - fields)
-    if bad:
-        raise InputError(f"DFRConfig has no setting {', '.join(bad)}")
-    name = resolve_preset(preset, _open(data) if str(preset).strip().lower() == "auto" else None)
+    name = _resolve(DFRConfig, data, preset, settings)
     changes = dict(WORLD_DFR) if name == "world" else dict(PAPER_DFR)
-    return DFRConfig(**(changes | _settings(settings))), name
+    return DFRConfig(**(changes | _given(settings))), name
