@@ -214,6 +214,9 @@ def _tiny_build_config(**kw):
         {"prior_version": 9},
         {"critic_groups": "banana"},  # checked even without a critic
         {"critic_factor_weights": "mood=2"},  # so are the critic's factor weights
+        {"pair_weight": -1.0},
+        {"pair_step": 0.0},
+        {"pair_weight": 1.0, "batch": 3},  # pairs need an even batch
     ],
 )
 def test_world_build_rejects_bad_settings_before_writing(tmp_path: Path, bad: dict) -> None:
@@ -224,6 +227,7 @@ def test_world_build_rejects_bad_settings_before_writing(tmp_path: Path, bad: di
         train_world_generator(out, 1, config=_tiny_build_config(**bad), log=False)
     msg = e.value.message
     assert next(iter(bad)).replace("_", "-") in msg or "critic groups" in msg or "factor weight" in msg
+    assert "pair_weight" not in bad or "batch" not in bad or "even --batch" in msg
     assert not out.exists()
 
 

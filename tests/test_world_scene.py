@@ -116,6 +116,52 @@ def test_training_writes_checkpoints_and_resumes_exactly(tmp_path) -> None:
     assert torch.allclose(G(z), G_whole(z), atol=1e-5)
 
 
+def test_pose_pairs_move_only_the_pose_and_the_pair_loss_sees_only_changes() -> None:
+    from stylerig.worlds.prior import FACTOR_GROUPS, FACTOR_NAMES
+    from stylerig.worlds.train import _pair_loss, pose_pairs
+
+    z = pose_pairs(8, 0.3, torch.Generator().manual_seed(0))
+    assert z.shape == (8, NUM_FACTORS)
+    assert torch.equal(z, pose_pairs(8, 0.3, torch.Generator().manual_seed(0)))  # seeded
+    pose = [FACTOR_NAMES.index(f) for f in FACTOR_GROUPS["pose"]]
+    rest = [i for i in range(NUM_FACTORS) if i not in pose]
+    diff = z[1::2] - z[0::2]
+    assert torch.equal(diff[:, rest], torch.zeros(4, len(rest)))
+    assert (diff[:, pose].abs() > 0).all() and 0.1 < float(diff[:, pose].std()) < 0.6
+    assert float(z[0::2].std()) > 0.7  # the pairs' first rows are ordinary draws
+    g = torch.Generator().manual_seed(1)
+    target, mask = (
+        torch.rand(8, 3, 16, 16, generator=g),
+        (torch.rand(8, 1, 16, 16, generator=g) > 0.5).float(),
+    )
+    # An error common to both images of each pair (the generator's blur of that face) costs nothing...
+    common = torch.rand(4, 3, 16, 16, generator=g).repeat_interleave(2, dim=0)
+    assert float(_pair_loss(target + common, target, mask, 1.0)) == pytest.approx(0.0, abs=1e-6)
+    # ...a wrong change within a pair does, and with weight 1 + face_weight inside either face mask.
+    moved = target.clone()
+    moved[1] += 0.5
+    loss = float(_pair_loss(moved, target, mask, 1.0))
+    w = 1.0 + torch.maximum(mask[0], mask[1])
+    assert loss == pytest.approx(
+        float(((0.5 + 0.25) * w.expand(3, 16, 16)).sum() / (4 * 3 * 16 * 16)), rel=1e-5
+    )
+
+
+def test_training_with_pose_pairs_runs_and_resumes_exactly(tmp_path) -> None:
+    from stylerig.worlds.train import train_world_generator
+
+    cfg = _tiny_train_config(pair_weight=1.0, eval_every=0, checkpoint_every=2)
+    train_world_generator(tmp_path / "p", 2, config=cfg, log=False)
+    G_parted = train_world_generator(tmp_path / "p", 4, config=cfg, log=False)
+    G_whole = train_world_generator(tmp_path / "w", 4, config=cfg, log=False)
+    G_plain = train_world_generator(
+        tmp_path / "x", 4, config=_tiny_train_config(checkpoint_every=2), log=False
+    )
+    a, b, c = G_parted.state_dict(), G_whole.state_dict(), G_plain.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the pairs and their loss change the training
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_training_on_a_missing_gpu_fails_before_writing(tmp_path) -> None:
     from stylerig.errors import BackendUnavailableError

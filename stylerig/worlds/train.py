@@ -17,6 +17,15 @@ almost no weight; the critic weighs them in the units of the factor. The critic 
 that later measures the world (``world.estimate``): a generator taught by one estimator is measured by
 another, and by the renderer-based fit, so that it cannot pass by drawing what fools one network.
 
+Optional **pose pairs** (``pair_weight > 0``): each batch is drawn as pairs, a portrait and the same
+portrait with its pose factors moved a little (:func:`pose_pairs`), and ``pair_weight`` times an
+``L1 + L2`` loss on the difference between the generator's change within each pair and the targets'
+change (:func:`_pair_loss`) is added. An error the generator makes on both images of a pair (its blur of
+that face) cancels in the difference; what is left is how the image moves when only the head turns,
+which is what a pose estimate reads. It is aimed at the world generator's per-face pose error (each face
+turns at its own rate, about 13 % too much or too little). Measured (docs/world.md, session 17): 800
+warm-started steps with ``pair_weight`` 2 did not narrow that spread; the shipped recipe does not use it.
+
 Outputs in ``out_dir``: ``checkpoint.safetensors`` (generator + Adam state + step + RNG state + elapsed
 time; resumed exactly), ``log.jsonl`` (one line per evaluation: held-out PSNR inside the face mask and
 over the whole image, in [-1, 1] units with peak-to-peak 2, mean over :data:`HELD_OUT` seeds),
@@ -110,6 +119,8 @@ class TrainConfig:
     critic_weight: float = 0.0  # weight of the critic's mean squared factor error
     critic_groups: str = "pose"  # comma-separated FACTOR_GROUPS names or factor names the critic covers
     critic_factor_weights: str = ""  # "yaw=20,...": those factors' squared errors count that much more
+    pair_weight: float = 0.0  # weight of the pose-pair loss (0 = off; see the module doc, "pose pairs")
+    pair_step: float = 0.3  # sd (z units) of the pose change between the two images of a pair
     device: str = "cpu"  # where to train: cpu, cuda, cuda:N or auto (free on resume; see the module doc)
 
     def generator_kwargs(self) -> dict[str, Any]:
@@ -157,10 +168,13 @@ def check_config(cfg: TrainConfig) -> None:
 
     for name in ("lr", "mapping_lr_multiplier", "decay_factor"):
         number(name, positive=True)
-    for name in ("face_weight", "feature_weight", "edge_weight", "critic_weight"):
+    for name in ("face_weight", "feature_weight", "edge_weight", "critic_weight", "pair_weight"):
         number(name)
     for name in ("beta1", "beta2"):
         number(name, below_one=True)
+    number("pair_step", positive=True)
+    if cfg.pair_weight > 0 and cfg.batch % 2:
+        raise InputError(f"--pair-weight needs an even --batch (pairs of images), got {cfg.batch}")
     for name in ("batch", "channel_base", "channel_max", "mapping_layers", "threads"):
         integer(name, 1)
     for name in ("decay_start", "decay2_start", "eval_every", "checkpoint_every"):
@@ -249,6 +263,27 @@ class _World:
             out_m.append(mask)
             out_f.append(feature_map(lm, RESOLUTION))
         return torch.cat(out_i), torch.cat(out_m), torch.cat(out_f)
+
+
+def pose_pairs(batch: int, step: float, rng: torch.Generator) -> torch.Tensor:
+    """Factor vectors [batch, NUM_FACTORS] (float32, CPU) drawn as ``batch // 2`` pairs: row ``2i`` from
+    N(0, 1), row ``2i + 1`` the same portrait with its pose factors (yaw, pitch, roll) moved by
+    N(0, step²) each (z units; at yaw 0, ``step`` 0.3 is about 7 degrees)."""
+    base = torch.randn(batch // 2, NUM_FACTORS, generator=rng)
+    moved = base.clone()
+    pose = [FACTOR_NAMES.index(f) for f in FACTOR_GROUPS["pose"]]
+    moved[:, pose] += step * torch.randn(batch // 2, len(pose), generator=rng)
+    return torch.stack([base, moved], dim=1).reshape(batch, NUM_FACTORS)
+
+
+def _pair_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, face_weight: float
+) -> torch.Tensor:
+    """L1 + L2 between the generator's and the targets' change within each pair of :func:`pose_pairs`
+    (rows 2i and 2i + 1), weighted ``1 + face_weight * (either face mask)``."""
+    d = (pred[1::2] - pred[0::2]) - (target[1::2] - target[0::2])
+    weight = 1.0 + face_weight * torch.maximum(mask[0::2], mask[1::2])
+    return ((d.abs() + d.pow(2)) * weight).mean()
 
 
 @torch.no_grad()
@@ -487,6 +522,8 @@ def train_world_generator(
             "critic_weight",
             "critic_groups",
             "critic_factor_weights",
+            "pair_weight",  # a loss term (its batches are drawn as pairs while it is on)
+            "pair_step",
             "decay_start",
             "decay_factor",
             "decay2_start",
@@ -531,11 +568,16 @@ def train_world_generator(
         lr = learning_rate(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
-        z = torch.randn(cfg.batch, NUM_FACTORS, generator=rng).to(dev)
+        if cfg.pair_weight > 0:
+            z = pose_pairs(cfg.batch, cfg.pair_step, rng).to(dev)
+        else:
+            z = torch.randn(cfg.batch, NUM_FACTORS, generator=rng).to(dev)
         with torch.no_grad():
             target, mask, features = world.render(z)
         pred = G(z, noise_mode="const")
         loss = _loss(pred, target, mask, features, cfg.face_weight, cfg.feature_weight, cfg.edge_weight)
+        if cfg.pair_weight > 0:
+            loss = loss + cfg.pair_weight * _pair_loss(pred, target, mask, cfg.face_weight)
         if critic is not None:
             loss = loss + cfg.critic_weight * critic.loss(pred, z)
         opt.zero_grad(set_to_none=True)
