@@ -79,6 +79,7 @@ __all__ = [
     "check_config",
     "evaluate",
     "learning_rate",
+    "pose_pairs",
     "psnr",
     "train_world_generator",
 ]
