@@ -49,7 +49,7 @@ def test_auto_is_world_only_for_a_set_of_the_built_in_world() -> None:
 def test_the_world_preset_gives_every_mode_a_config_that_checks(mode: str) -> None:
     cfg = RigConfig(mode=mode, **rig_preset("world", mode))
     cfg.check()  # e.g. no group weight for a group the mode does not edit
-    assert (cfg.arch, cfg.subspace, cfg.hidden, cfg.param_weight) == ("delta", 40, 256, 1.0)
+    assert (cfg.arch, cfg.subspace, cfg.hidden, cfg.param_weight) == ("delta", 32, 256, 1.0)
     assert cfg.split == (mode == "all") and bool(cfg.group_weights) == (mode == "all")
     RigConfig(mode=mode, **rig_preset("paper", mode)).check()
     with pytest.raises(InputError, match="resolve auto first"):
