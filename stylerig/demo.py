@@ -55,8 +55,7 @@ class DemoConfig:
     ``OMP_WAIT_POLICY=PASSIVE`` (which slows a lone run 1.45x), took 12.1 min, and 9.9 min with the rig's
     40-direction subspace. Session 16's, with the ``world`` preset's 1,000 rig steps and fused Adam, 8.6 min;
     session 17's (subspace 32) 9.4 min in a slower hour (the machine's speed varies by about a quarter from
-    hour to hour). On cores shared with other work,
-    expect up to twice that.
+    hour to hour). On cores shared with other work, expect up to twice that.
     """
 
     n_samples: int = 3000  # sample set size (128x128 world portraits)

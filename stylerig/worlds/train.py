@@ -174,10 +174,10 @@ def check_config(cfg: TrainConfig) -> None:
     for name in ("beta1", "beta2"):
         number(name, below_one=True)
     number("pair_step", positive=True)
-    if cfg.pair_weight > 0 and cfg.batch % 2:
-        raise InputError(f"--pair-weight needs an even --batch (pairs of images), got {cfg.batch}")
     for name in ("batch", "channel_base", "channel_max", "mapping_layers", "threads"):
         integer(name, 1)
+    if cfg.pair_weight > 0 and cfg.batch % 2:  # after the batch is known to be an integer
+        raise InputError(f"--pair-weight needs an even --batch (pairs of images), got {cfg.batch}")
     for name in ("decay_start", "decay2_start", "eval_every", "checkpoint_every"):
         integer(name, 0)
     integer("eval_seeds", 1, len(HELD_OUT))
