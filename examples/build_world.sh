@@ -27,7 +27,7 @@
 # stages have not been timed on a GPU. A stage may change device at a resume.
 # Prior 3 is prior 2 with the ambient light fixed: its renders are a subset of prior 2's, so the critic
 # and the estimators trained on prior 2 read them (docs/world.md, "prior version 3").
-# Then copy OUT_DIR/generator-v3/generator.safetensors, OUT_DIR/estimator/estimator.safetensors and
+# Then copy OUT_DIR/generator-z/generator.safetensors, OUT_DIR/estimator/estimator.safetensors and
 # OUT_DIR/eyes/estimator.safetensors over stylerig/worlds/assets/world-generator.safetensors,
 # world-estimator.safetensors and world-estimator-eyes.safetensors.
 set -euo pipefail
@@ -57,6 +57,14 @@ run "${build[@]}" --threads "$threads" --out "$out/generator" --prior-version 2 
     --decay-start 7000 "${critic[@]}" --critic-groups pose,expression
 run "${build[@]}" --threads "$threads" --out "$out/generator-v3" --prior-version 3 \
     --init "$out/generator/generator.safetensors" --lr 5e-4 --steps 2000 "${critic[@]}" --critic-groups "$light"
-echo "generator: $out/generator-v3/generator.safetensors"
+# 5. The scale of z (docs/world.md, "the scale of z"): the v3 generator warm-started with its mapping fed z
+#    as it is (--no-normalize-z), 2,000 steps with the critic, its pose errors weighted more from step 600
+#    and more again from step 1,200, the learning rate lowered at the end of each part.
+zstage=("${build[@]}" --threads "$threads" --out "$out/generator-z" --prior-version 3 --no-normalize-z
+    --init "$out/generator-v3/generator.safetensors" --lr 5e-4 "${critic[@]}" --critic-groups "$light")
+run "${zstage[@]}" --steps 600
+run "${zstage[@]}" --steps 1200 --decay-start 800 --decay2-start 1000 --critic-factor-weights yaw=10,pitch=3,roll=3
+run "${zstage[@]}" --steps 2000 --decay-start 1600 --decay2-start 1800 --critic-factor-weights yaw=30,pitch=10,roll=10
+echo "generator: $out/generator-z/generator.safetensors"
 echo "estimator: $out/estimator/estimator.safetensors"
 echo "eye specialist: $out/eyes/estimator.safetensors"

@@ -233,6 +233,30 @@ def test_conditional_mapping_uses_the_label() -> None:
         G.mapping(z)
 
 
+def test_mapping_without_z_normalisation_sees_the_scale_of_z(tmp_path) -> None:
+    from stylerig.gan import load_generator, save_generator
+
+    kw = {"mapping_kwargs": {"num_layers": 2}, "synthesis_kwargs": {"channel_base": 64}}
+    G = Generator(16, 0, 16, 8, 3, **kw)
+    z = torch.randn(3, 16)
+    # StyleGAN2 normalises z first: a scaled z is the same latent.
+    assert torch.allclose(G.mapping(2.5 * z), G.mapping(z), atol=1e-6)
+    raw = Generator(
+        16, 0, 16, 8, 3, mapping_kwargs={"num_layers": 2, "normalize_z": False}, **kw["synthesis_kwargs"]
+    )
+    raw.load_state_dict(G.state_dict())
+    assert not torch.allclose(raw.mapping(2.5 * z), raw.mapping(z), atol=1e-3)
+    # On a z of unit second moment the two agree: the option removes only the division.
+    unit = z * z.square().mean(1, keepdim=True).rsqrt()
+    assert torch.allclose(raw.mapping(unit), G.mapping(unit), atol=1e-5)
+    # The setting travels with the file, and old configs (no key) keep StyleGAN2's normalisation.
+    assert "normalize_z" not in G.config["mapping_kwargs"]
+    H = load_generator(save_generator(raw, tmp_path / "g.safetensors"))
+    assert H.mapping.normalize_z is False and torch.equal(H.mapping(z), raw.mapping(z))
+    with pytest.raises(InputError, match="normalize_z"):
+        Generator(16, 0, 16, 8, 3, mapping_kwargs={"normalize_z": "no"})
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_reduced_precision_path_on_cpu(dtype: torch.dtype) -> None:
     G = tiny_generator(6, conv_clamp=256)

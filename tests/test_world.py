@@ -96,6 +96,8 @@ def test_shipped_world_loads_and_matches_its_truth() -> None:
     assert (G.img_resolution, G.num_ws, G.w_dim, G.z_dim) == (128, 12, 512, NUM_FACTORS)
     assert world.face_model.num_vertices > 5000
     assert world_mod.GENERATOR_FILE.stat().st_size < 20e6  # the whole package budget is 20 MB
+    # It is given z as it is (not scaled to unit second moment): the truth depends on |z| (docs/world.md).
+    assert G.mapping.normalize_z is False
     seeds = [2_000_000 + i for i in range(6)]
     target, mask = world.render_seeds(seeds)
     se = (world.images(seeds) - target).pow(2) * mask

@@ -314,6 +314,23 @@ def test_training_warm_starts_from_a_generator_and_draws_from_the_chosen_prior(t
     with torch.no_grad():
         assert torch.equal(G_resumed(z, noise_mode="const"), G1(z, noise_mode="const"))
     (first / "moved.safetensors").rename(first / "generator.safetensors")
+    # A warm start may switch the mapping's z normalisation off (the same weights, fed z as it is).
+    raw = TrainConfig(**{**warm.__dict__, "normalize_z": False})
+    G_raw = train_world_generator(tmp_path / "raw", 0, config=raw, log=False)
+    assert G_raw.config["mapping_kwargs"]["normalize_z"] is False
+    G1.mapping.normalize_z = False
+    with torch.no_grad():
+        assert torch.equal(G_raw(z, noise_mode="const"), G1(z, noise_mode="const"))
+    G1.mapping.normalize_z = True
+    # ... and the command line spells it --no-normalize-z (a bool field is a flag, not a string).
+    from stylerig.worlds.train import main
+
+    main(
+        ["--out", str(tmp_path / "raw-cli"), "--steps", "0", "--no-normalize-z", "--batch", "2"]
+        + ["--channel-base", "256", "--channel-max", "8", "--mapping-layers", "2", "--eval-seeds", "2"]
+        + ["--eval-every", "0", "--threads", "1", "--prior-version", "2"]
+    )
+    assert load_generator(tmp_path / "raw-cli" / "generator.safetensors").mapping.normalize_z is False
     # The held-out targets come from the chosen prior.
     w1, w2 = _World(2, prior_version=1), _World(2, prior_version=2)
     assert not torch.equal(w1.eval_images, w2.eval_images)

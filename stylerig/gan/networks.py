@@ -11,7 +11,8 @@ Structure::
 
     z [B, z_dim] ─► MappingNetwork ─► ws [B, num_ws, w_dim] ─► SynthesisNetwork ─► img [B, C, R, R]
 
-* Mapping: ``normalize_2nd_moment(z)`` then ``num_layers`` equalised-lr fully connected layers (learning-rate
+* Mapping: ``normalize_2nd_moment(z)`` (unless ``normalize_z=False``, the original TensorFlow StyleGAN2's
+  ``normalize_latents``) then ``num_layers`` equalised-lr fully connected layers (learning-rate
   multiplier 0.01, leaky ReLU 0.2 with gain sqrt(2)); the result is broadcast to ``num_ws`` copies and
   optionally truncated towards the running mean ``w_avg``: ``w_avg + psi * (w - w_avg)``.
 * Synthesis: one :class:`SynthesisBlock` ``b{R}`` per resolution R = 4, 8, ..., img_resolution. ``b4`` starts
@@ -358,11 +359,17 @@ class MappingNetwork(nn.Module):
         activation: str = "lrelu",  # Activation of every layer.
         lr_multiplier: float = 0.01,  # Learning-rate multiplier of the layers.
         w_avg_beta: float | None = 0.995,  # Decay of the w_avg tracker (training only); None = no w_avg.
+        # Scale z to unit second moment first (StyleGAN2; ``normalize_latents`` in its TensorFlow code).
+        # False feeds z as it is, so that the network can see |z|: the built-in world's truth depends on it.
+        normalize_z: bool = True,
     ) -> None:
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
         self.num_layers = num_layers
         self.w_avg_beta = w_avg_beta
+        if not isinstance(normalize_z, bool):
+            raise InputError(f"normalize_z must be true or false, got {normalize_z!r}")
+        self.normalize_z = normalize_z
         if embed_features is None:
             embed_features = w_dim
         if c_dim == 0:
@@ -390,7 +397,8 @@ class MappingNetwork(nn.Module):
         """Map latents to ws.
 
         Args:
-            z: [B, z_dim] latents (standard normal).
+            z: [B, z_dim] latents (standard normal); scaled to unit second moment unless ``normalize_z``
+                is False.
             c: [B, c_dim] labels; None (or [B, 0]) for unconditional networks.
             truncation_psi: 1 = no truncation, 0 = every w becomes ``w_avg``.
             truncation_cutoff: truncate only ws[:, :cutoff]; None = all of them.
@@ -402,7 +410,7 @@ class MappingNetwork(nn.Module):
         check_tensor(z, "z", ["B", self.z_dim], sizes=sizes)
         x = None
         if self.z_dim > 0:
-            x = normalize_2nd_moment(z.float())
+            x = normalize_2nd_moment(z.float()) if self.normalize_z else z.float()
         if self.c_dim > 0:
             if c is None:
                 raise InputError(f"this generator is conditional: pass c of shape [B, {self.c_dim}]")
@@ -758,7 +766,15 @@ class SynthesisNetwork(nn.Module):
 
 
 _MAPPING_KEYS = frozenset(
-    {"num_layers", "embed_features", "layer_features", "activation", "lr_multiplier", "w_avg_beta"}
+    {
+        "num_layers",
+        "embed_features",
+        "layer_features",
+        "activation",
+        "lr_multiplier",
+        "w_avg_beta",
+        "normalize_z",
+    }
 )
 _SYNTHESIS_KEYS = frozenset(
     {

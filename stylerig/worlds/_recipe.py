@@ -30,7 +30,11 @@ def recipe_main(
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-resume", action="store_true")
     for f in fields(config_cls):
-        ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+        name = f"--{f.name.replace('_', '-')}"
+        if isinstance(f.default, bool):  # --x / --no-x (type=bool would read "False" as True)
+            ap.add_argument(name, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            ap.add_argument(name, type=type(f.default), default=f.default)
     a = ap.parse_args(argv)
     cfg = config_cls(**{f.name: getattr(a, f.name) for f in fields(config_cls)})
     torch.set_num_threads(cfg.threads)

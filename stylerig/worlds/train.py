@@ -26,6 +26,17 @@ which is what a pose estimate reads. It is aimed at the world generator's per-fa
 turns at its own rate, about 13 % too much or too little). Measured (docs/world.md, session 17): 800
 warm-started steps with ``pair_weight`` 2 did not narrow that spread; the shipped recipe does not use it.
 
+**The scale of z** (``normalize_z``). StyleGAN2's mapping network divides z by its root mean square
+first, so a generator that does so never sees ``|z|``, while the world's truth ``factors_to_world(z)``
+depends on it: a face whose 38 factors have a large norm has a larger yaw, smile and light than the
+generator can know. It can only draw the expected pose given the direction of z, which puts every
+parameter off by the factor ``|z| / sqrt(38)`` (sd 0.115): each face turns about 12 % too much or too
+little, the "per-face gain" of docs/world.md. ``normalize_z=False`` (``--no-normalize-z``; the TensorFlow
+StyleGAN2's ``normalize_latents``) feeds z as it is. The setting is part of the network, so a resume must
+keep it, but a warm start (``init``) may switch it off: the weights are the same, and a generator trained
+with normalisation, given the raw z, already draws each face nearer its truth (docs/world.md, "the scale
+of z").
+
 Outputs in ``out_dir``: ``checkpoint.safetensors`` (generator + Adam state + step + RNG state + elapsed
 time; resumed exactly), ``log.jsonl`` (one line per evaluation: held-out PSNR inside the face mask and
 over the whole image, in [-1, 1] units with peak-to-peak 2, mean over :data:`HELD_OUT` seeds),
@@ -104,6 +115,7 @@ class TrainConfig:
     channel_max: int = 128
     mapping_layers: int = 4
     mapping_lr_multiplier: float = 1.0
+    normalize_z: bool = True  # the mapping scales z to unit second moment (StyleGAN2); see the module doc
     face_weight: float = 1.0  # extra L1 + L2 weight inside the face mask
     feature_weight: float = 0.0  # extra weight near the brow, eye, nose and mouth landmarks (17-67)
     edge_weight: float = 0.0  # weight of an L1 on the images' horizontal and vertical pixel differences
@@ -134,6 +146,7 @@ class TrainConfig:
             "mapping_kwargs": {
                 "num_layers": self.mapping_layers,
                 "lr_multiplier": self.mapping_lr_multiplier,
+                **({} if self.normalize_z else {"normalize_z": False}),  # old configs stay as they were
             },
             "synthesis_kwargs": {"channel_base": self.channel_base, "channel_max": self.channel_max},
         }
@@ -182,6 +195,8 @@ def check_config(cfg: TrainConfig) -> None:
         integer(name, 0)
     integer("eval_seeds", 1, len(HELD_OUT))
     integer("prior_version", 1, PRIOR_VERSION)
+    if not isinstance(cfg.normalize_z, bool):
+        raise InputError(f"--normalize-z must be true or false, got {cfg.normalize_z!r}")
     critic_group_names(cfg.critic_groups)
     from stylerig.worlds.estimator_train import parse_factor_weights
 
@@ -506,6 +521,7 @@ def train_world_generator(
             "prior_version": 1,
             "init": "",
             "edge_weight": 0.0,
+            "normalize_z": True,
             **saved_cfg,
         }  # checkpoints older than these settings
         # Settings that may change between parts (a learning-rate schedule, logging); the rest fix the
@@ -606,12 +622,19 @@ def _warm_start(G: Generator, path: Path) -> None:
     if not path.is_file():
         raise InputError(f"--init {path}: no such file", hint="pass a generator.safetensors of a world build")
     src = load_generator(path)
-    if src.config != G.config:
+    if _without_normalize_z(src.config) != _without_normalize_z(G.config):
         raise InputError(
             f"--init {path} has another architecture: {src.config}",
             hint="warm-start from a generator of the same recipe (same channels, z_dim, resolution)",
         )
     G.load_state_dict(src.state_dict())
+
+
+def _without_normalize_z(config: dict[str, Any]) -> dict[str, Any]:
+    """A generator config without the mapping's ``normalize_z``: the one setting a warm start may change
+    (the weights are the same; only what the first layer is given differs)."""
+    mapping = {k: v for k, v in config.get("mapping_kwargs", {}).items() if k != "normalize_z"}
+    return {**config, "mapping_kwargs": mapping}
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:

@@ -76,6 +76,15 @@ def build(
             help="Start a fresh run from this generator.safetensors (a warm start, e.g. the first stage's).",
         ),
     ] = None,
+    normalize_z: Annotated[
+        bool,
+        typer.Option(
+            "--normalize-z/--no-normalize-z",
+            help="Whether the mapping network scales z to unit second moment first, as StyleGAN2 does. "
+            "The world's truth depends on |z|, which a normalised z hides: the recipe's last stage switches "
+            "it off (a warm start may change it; a resume may not).",
+        ),
+    ] = True,
     critic: Annotated[
         list[Path] | None,
         typer.Option(
@@ -166,6 +175,7 @@ def build(
         threads=threads,
         prior_version=PRIOR_VERSION if prior_version is None else prior_version,
         init=str(init) if init is not None else "",
+        normalize_z=normalize_z,
         critic=",".join(str(c) for c in critic or []),
         critic_weight=critic_weight if critic else 0.0,
         critic_groups=critic_groups,
