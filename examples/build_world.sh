@@ -6,7 +6,8 @@
 #
 # Every stage is resumable: run the script again after an interruption and it continues where it stopped
 # (a finished stage only re-saves its outputs). Timed end to end on this project's 2-core CPU machine
-# (2026-11-26, `bash examples/build_world.sh OUT 2 cpu`, docs/world.md "Rebuilding it"): **95 minutes**.
+# (2026-11-26, `bash examples/build_world.sh OUT 2 cpu`, docs/world.md "Rebuilding it"): **95 minutes**
+# for stages 1-4; stage 5 was added and timed on its own later (below).
 #   1. side by side, 35 min: the three estimators one after the other on one thread (the estimator
 #      recipe gains nothing from a second thread), 11.0, 12.2 and 10.5 min -- the critic (seed 0), the
 #      world's own estimator (seed 2) and its eye specialist (seed 1, eye_close weighted 4x; it reads the
@@ -16,6 +17,9 @@
 #   3. 2,000 generator steps with the critic's imitative loss on pose and expression             13 min
 #   4. 2,000 steps warm-started on prior 3 (ambient light fixed) from the step-10,000 generator, with the
 #      critic on the light too                                                                   13 min
+#   5. (added in session 18) the v3 generator given z as it is, 2,000 steps with the critic in three
+#      parts: timed alone on 2026-11-27 at 27.9 min (75 steps/min, against about 150 for stages 3 and 4
+#      in the timed run; see docs/world.md "the scale of z" for what that means for the total).
 # About 5 minutes of other work (tests, one evaluation) shared the machine during stage 1. It is the
 # shipped recipe with two changes measured separately: its stages 4 and 5 merged into one (an equivalent
 # generator: 26.42 vs 26.54 dB, yaw 1.31 deg for both; docs/world.md), and the estimators beside the

@@ -25,12 +25,13 @@ that face) cancels in the difference; what is left is how the image moves when o
 which is what a pose estimate reads. It is aimed at the world generator's per-face pose error (each face
 turns at its own rate, about 13 % too much or too little). Measured (docs/world.md, session 17): 800
 warm-started steps with ``pair_weight`` 2 did not narrow that spread; the shipped recipe does not use it.
+Session 18 found the spread's cause, which no loss could reach: the scale of z (next paragraph).
 
 **The scale of z** (``normalize_z``). StyleGAN2's mapping network divides z by its root mean square
 first, so a generator that does so never sees ``|z|``, while the world's truth ``factors_to_world(z)``
 depends on it: a face whose 38 factors have a large norm has a larger yaw, smile and light than the
 generator can know. It can only draw the expected pose given the direction of z, which puts every
-parameter off by the factor ``|z| / sqrt(38)`` (sd 0.115): each face turns about 12 % too much or too
+parameter off by the factor ``|z| / sqrt(38)`` (sd 0.114): each face turns about 12 % too much or too
 little, the "per-face gain" of docs/world.md. ``normalize_z=False`` (``--no-normalize-z``; the TensorFlow
 StyleGAN2's ``normalize_latents``) feeds z as it is. The setting is part of the network, so a resume must
 keep it, but a warm start (``init``) may switch it off: the weights are the same, and a generator trained
