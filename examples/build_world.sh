@@ -18,8 +18,9 @@
 #   4. 2,000 steps warm-started on prior 3 (ambient light fixed) from the step-10,000 generator, with the
 #      critic on the light too                                                                   13 min
 #   5. (added in session 18) the v3 generator given z as it is, 2,000 steps with the critic in three
-#      parts: timed alone on 2026-11-27 at 27.9 min (75 steps/min, against about 150 for stages 3 and 4
-#      in the timed run; see docs/world.md "the scale of z" for what that means for the total).
+#      parts: timed alone on 2026-11-27 at 27.9 min, on a day when plain regression ran 70 steps/min
+#      against the timed run's 155; at that run's rate about 12.6 min, 108 min in all (docs/world.md,
+#      "the scale of z").
 # About 5 minutes of other work (tests, one evaluation) shared the machine during stage 1. It is the
 # shipped recipe with two changes measured separately: its stages 4 and 5 merged into one (an equivalent
 # generator: 26.42 vs 26.54 dB, yaw 1.31 deg for both; docs/world.md), and the estimators beside the
