@@ -325,11 +325,13 @@ def test_training_warm_starts_from_a_generator_and_draws_from_the_chosen_prior(t
     # ... and the command line spells it --no-normalize-z (a bool field is a flag, not a string).
     from stylerig.worlds.train import main
 
+    threads = torch.get_num_threads()  # main sets the process's torch threads from --threads
     main(
         ["--out", str(tmp_path / "raw-cli"), "--steps", "0", "--no-normalize-z", "--batch", "2"]
         + ["--channel-base", "256", "--channel-max", "8", "--mapping-layers", "2", "--eval-seeds", "2"]
         + ["--eval-every", "0", "--threads", "1", "--prior-version", "2"]
     )
+    torch.set_num_threads(threads)
     assert load_generator(tmp_path / "raw-cli" / "generator.safetensors").mapping.normalize_z is False
     # The held-out targets come from the chosen prior.
     w1, w2 = _World(2, prior_version=1), _World(2, prior_version=2)
